@@ -7,4 +7,4 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/tools/setup.sh"
 jobs="$(nproc)"
 "$ROOT/tools/bazel.sh" test //... --jobs="$jobs" --local_test_jobs="$jobs" \
-  --test_env=KP_PYTHON="$ROOT/.venv/bin/python3" "$@"
+  "$@"
