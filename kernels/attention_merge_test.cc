@@ -113,7 +113,11 @@ TEST(AttentionMergeCuda, Float32MatchesReference) {
   cudaMemcpy(got_lse.data(), acc_lse, got_lse.size() * 4, cudaMemcpyDeviceToHost);
   MergeAttentionBlockReference(c.acc.data(), c.acc_lse.data(), c.dim, c.blk.data(),
                                c.blk_lse.data(), c.dim, c.rows, c.dim);
-  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], c.acc[i], 2e-6) << i;
+  for (size_t i = 0; i < got.size(); ++i) {
+    // GPU expf and fused multiply-adds round differently from the host: allow
+    // ~32 float32 ulps relative to the value's magnitude.
+    ASSERT_NEAR(got[i], c.acc[i], 4e-6 * std::max(1.0f, std::abs(c.acc[i]))) << i;
+  }
   for (int64_t r = 0; r < c.rows; ++r) {
     if (std::isinf(c.acc_lse[r])) {
       ASSERT_TRUE(std::isinf(got_lse[r]));
@@ -142,7 +146,11 @@ TEST(AttentionMergeCuda, BFloat16BlockMatchesReference) {
   cudaMemcpy(got.data(), acc, got.size() * 4, cudaMemcpyDeviceToHost);
   MergeAttentionBlockReference(c.acc.data(), c.acc_lse.data(), c.dim, c.blk.data(),
                                c.blk_lse.data(), c.dim, c.rows, c.dim);
-  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], c.acc[i], 2e-6) << i;
+  for (size_t i = 0; i < got.size(); ++i) {
+    // GPU expf and fused multiply-adds round differently from the host: allow
+    // ~32 float32 ulps relative to the value's magnitude.
+    ASSERT_NEAR(got[i], c.acc[i], 4e-6 * std::max(1.0f, std::abs(c.acc[i]))) << i;
+  }
   cudaFree(acc), cudaFree(acc_lse), cudaFree(blk), cudaFree(blk_lse);
 }
 
