@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include <ATen/core/Tensor.h>
@@ -29,6 +30,12 @@ class Work {
   virtual absl::Status Wait() = 0;
   // True once Wait() would return without blocking.
   virtual bool Done() = 0;
+};
+
+// The call a communicator has been busy with the longest (for the watchdog).
+struct PendingOp {
+  std::string op;  // "AllReduce", "SendRecv", ...
+  std::chrono::steady_clock::time_point started;
 };
 
 class Communicator {
@@ -71,6 +78,11 @@ class Communicator {
   virtual void Abort(const absl::Status& reason) = 0;
 
   virtual std::chrono::milliseconds timeout() const = 0;
+
+  // The oldest call that started and has not completed, if any. A Watchdog
+  // polls this and calls Abort() once it is older than timeout() (for NCCL a
+  // kernel that never ends cannot time out by itself).
+  virtual std::optional<PendingOp> OldestPendingOp() { return std::nullopt; }
 };
 
 }  // namespace kp::comm
