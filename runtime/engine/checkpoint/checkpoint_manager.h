@@ -1,0 +1,106 @@
+// Checkpoints of a run, written asynchronously and atomically:
+//
+//   run_dir/checkpoints/step_00001200/   a complete checkpoint
+//       state.json                       step, data position, RNG states,
+//                                        config hash, the list of parts
+//       model.safetensors                one file per part ("model",
+//       optimizer.safetensors            "optimizer", "optimizer.rank00001"...)
+//   run_dir/checkpoints/LATEST           "step_00001200\n", written atomically
+//   run_dir/checkpoints/.staging.step_00001300/   a save in progress
+//
+// Parts are written into the staging directory (each atomically); the
+// committing process then writes state.json, fsyncs and renames the staging
+// directory to step_XXXXXXXX. A crash leaves a staging directory, never a
+// step directory that looks complete. Several ranks may write parts of one
+// checkpoint to a shared run_dir: each calls SaveAsync with its own parts; the
+// committer (options.commit) waits, up to commit_timeout, for the parts that
+// state.part_names lists and then commits.
+#ifndef KP_RUNTIME_ENGINE_CHECKPOINT_CHECKPOINT_MANAGER_H_
+#define KP_RUNTIME_ENGINE_CHECKPOINT_CHECKPOINT_MANAGER_H_
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "runtime/common/status.h"
+#include "runtime/engine/checkpoint/safetensors.h"
+
+namespace kp::ckpt {
+
+struct CheckpointState {
+  int64_t step = 0;           // the next optimizer step to run after loading
+  int64_t data_position = 0;  // global samples consumed (Sampler::DataPosition)
+  std::string config_hash;
+  // Opaque byte strings by name (CPU / CUDA generator states...), stored
+  // base64 in state.json.
+  std::map<std::string, std::string> rng;
+  // Small free-form strings (loss so far, run id...).
+  std::map<std::string, std::string> extra;
+  // Every part of the checkpoint, including those other ranks write. Empty
+  // means "the parts passed to this SaveAsync".
+  std::vector<std::string> part_names;
+};
+
+struct LoadedCheckpoint {
+  std::string dir;
+  CheckpointState state;
+  std::map<std::string, TensorMap> parts;  // part name -> tensors
+};
+
+struct CheckpointOptions {
+  std::string run_dir;
+  int keep_last = 3;     // complete checkpoints kept; older ones deleted
+  bool commit = true;    // this process commits (rank 0); others only write parts
+  std::chrono::milliseconds commit_timeout{std::chrono::minutes(10)};
+};
+
+class CheckpointManager {
+ public:
+  explicit CheckpointManager(CheckpointOptions options);
+  // Waits for a save in flight (its error is logged).
+  ~CheckpointManager();
+  CheckpointManager(const CheckpointManager&) = delete;
+  CheckpointManager& operator=(const CheckpointManager&) = delete;
+
+  // Snapshots `parts` to host memory on the caller's thread (a copy: the
+  // caller may change its tensors right after), returns, and writes in the
+  // background. Waits first for the previous save; if that one failed, its
+  // error is returned and this save is not started.
+  absl::Status SaveAsync(const CheckpointState& state,
+                         const std::map<std::string, TensorMap>& parts);
+  // SaveAsync + Wait.
+  absl::Status Save(const CheckpointState& state, const std::map<std::string, TensorMap>& parts);
+  // Blocks until the save in flight is on disk; returns its status.
+  absl::Status Wait();
+
+  static std::string StepDirName(int64_t step);  // "step_00001200"
+  static std::string CheckpointsDir(const std::string& run_dir);
+
+  // The newest complete checkpoint directory under run_dir/checkpoints:
+  // state.json parses and every listed part is present with a valid header.
+  // Incomplete or corrupt ones are skipped with a warning. NOT_FOUND if none.
+  static absl::StatusOr<std::string> LatestComplete(const std::string& run_dir);
+
+  // Loads state.json and the given parts (all listed parts if empty).
+  // NOT_FOUND / DATA_LOSS naming the directory and part.
+  static absl::StatusOr<LoadedCheckpoint> Load(const std::string& checkpoint_dir,
+                                               const std::vector<std::string>& parts = {});
+  static absl::StatusOr<CheckpointState> LoadState(const std::string& checkpoint_dir);
+
+ private:
+  absl::Status WriteAndCommit(const CheckpointState& state,
+                              const std::map<std::string, TensorMap>& parts);
+  CheckpointOptions options_;
+  std::mutex mu_;
+  std::thread worker_;
+  absl::Status pending_status_;
+};
+
+}  // namespace kp::ckpt
+
+#endif  // KP_RUNTIME_ENGINE_CHECKPOINT_CHECKPOINT_MANAGER_H_
