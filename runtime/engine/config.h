@@ -1,0 +1,115 @@
+// The one place that reads a training run's configuration: model shape,
+// training hyper-parameters, precision, parallel layout and data source, all
+// from one YAML file. Every field is documented in configs/README.md. Unknown
+// fields and bad values are errors that name the field and the file, so a
+// typo never silently falls back to a default.
+#ifndef KP_RUNTIME_ENGINE_CONFIG_H_
+#define KP_RUNTIME_ENGINE_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "runtime/common/status.h"
+
+namespace kp::engine {
+
+struct ModelConfig {
+  int64_t vocab_size = 256;
+  int64_t d_model = 128;
+  int64_t n_layers = 4;
+  int64_t n_heads = 4;
+  int64_t n_kv_heads = 4;
+  int64_t ffn_hidden = 512;
+  int64_t max_seq_len = 1024;
+  double rope_theta = 10000.0;
+  double norm_eps = 1e-5;
+  bool tie_embeddings = false;
+
+  int64_t head_dim() const { return d_model / n_heads; }
+};
+
+enum class ActivationCheckpointing { kNone, kSelective, kFull };
+enum class NanPolicy { kSkip, kStop };
+
+struct TrainingConfig {
+  int64_t seq_len = 128;
+  int64_t micro_batch = 8;
+  int64_t grad_accum = 1;
+  int64_t steps = 100;
+  double lr = 3e-4;
+  double min_lr = 3e-5;
+  int64_t warmup_steps = 10;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double grad_clip = 1.0;  // 0 disables clipping
+  uint64_t seed = 1234;
+  ActivationCheckpointing activation_checkpointing = ActivationCheckpointing::kNone;
+  int64_t loss_chunk_tokens = 8192;
+  NanPolicy nan_policy = NanPolicy::kSkip;
+  int64_t log_every = 10;
+  int64_t checkpoint_every = 0;  // 0: only at the end of the run
+  int64_t keep_checkpoints = 2;
+};
+
+enum class Precision { kFp32, kBf16, kFp8 };
+
+enum class CpMode { kAuto, kRing, kAllGather, kUlysses };
+
+struct ParallelConfig {
+  int64_t dp = 1;
+  int64_t cp = 1;
+  CpMode cp_mode = CpMode::kAuto;
+};
+
+// The built-in corpus is generated (an order-k Markov source with seeded
+// transition tables, runtime/engine/data/), so its entropy rate is known.
+struct BuiltinCorpusConfig {
+  int64_t order = 2;
+  uint64_t seed = 1;
+  // How many likely successors each context has; fewer means lower entropy.
+  int64_t branching = 4;
+  // Fraction of sequences that carry a key early and its query late (0: off).
+  double retrieval_fraction = 0.0;
+  // Number of tokens the generator draws from (<= model.vocab_size).
+  int64_t alphabet = 256;
+};
+
+struct DataConfig {
+  enum class Corpus { kBuiltin, kPath };
+  Corpus corpus = Corpus::kBuiltin;
+  std::string path;  // a token file or a text file (byte-level) when corpus == kPath
+  BuiltinCorpusConfig builtin;
+};
+
+struct Config {
+  ModelConfig model;
+  TrainingConfig training;
+  Precision precision = Precision::kFp32;
+  ParallelConfig parallel;
+  DataConfig data;
+  std::string source;  // the file (or label) it was parsed from
+};
+
+struct ParseOptions {
+  // True when a Linear for "fp8" is registered (runtime/fp8/); without one
+  // `precision: fp8` is rejected instead of silently training in bf16.
+  bool fp8_linear_available = false;
+};
+
+// `source` names the text in error messages (normally the file path).
+absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::string& source,
+                                   const ParseOptions& options = {});
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, const ParseOptions& options = {});
+
+// Cross-field checks (also run by ParseConfig); callers that edit a Config
+// (e.g. --steps) run it again.
+absl::Status ValidateConfig(const Config& config);
+
+const char* PrecisionName(Precision p);
+const char* ActivationCheckpointingName(ActivationCheckpointing a);
+
+}  // namespace kp::engine
+
+#endif  // KP_RUNTIME_ENGINE_CONFIG_H_
