@@ -64,7 +64,8 @@ std::string CorpusSpecHash(const CorpusSpec& spec);
 class MarkovCorpus {
  public:
   // INVALID_ARGUMENT naming the field if the spec is out of range (vocab over
-  // 65535, num_symbols^order over 2^20 states, probabilities outside (0, 1]).
+  // 65536, a table num_symbols^(order+1) over 2^22 entries, a probability
+  // outside its range, pairs > num_keys).
   static absl::StatusOr<std::unique_ptr<MarkovCorpus>> Create(const CorpusSpec& spec);
 
   const CorpusSpec& spec() const { return spec_; }
