@@ -1,0 +1,44 @@
+#include "runtime/engine/attention.h"
+
+#include <cmath>
+#include <optional>
+
+#include <ATen/ATen.h>
+
+#include "runtime/common/status.h"
+
+namespace kp::engine {
+namespace {
+
+class LocalAttention final : public Attention {
+ public:
+  at::Tensor Forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                     const AttentionContext& context) override {
+    KP_CHECK(context.layout == SequenceLayout::kWhole);
+    KP_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4);
+    const int64_t n_heads = q.size(1);
+    // The fused GPU kernels differ in GQA support across versions; repeating
+    // kv heads is correct on every backend (the cost is one copy of k and v).
+    at::Tensor kk = RepeatKvHeads(k, n_heads);
+    at::Tensor vv = RepeatKvHeads(v, n_heads);
+    std::optional<double> scale;
+    if (context.scale > 0) scale = context.scale;
+    return at::scaled_dot_product_attention(q, kk, vv, /*attn_mask=*/std::nullopt,
+                                            /*dropout_p=*/0.0, context.causal, scale);
+  }
+};
+
+}  // namespace
+
+at::Tensor RepeatKvHeads(const at::Tensor& kv, int64_t n_heads) {
+  const int64_t n_kv = kv.size(1);
+  KP_CHECK(n_heads % n_kv == 0);
+  if (n_kv == n_heads) return kv;
+  const int64_t rep = n_heads / n_kv;
+  const int64_t b = kv.size(0), t = kv.size(2), d = kv.size(3);
+  return kv.unsqueeze(2).expand({b, n_kv, rep, t, d}).reshape({b, n_heads, t, d});
+}
+
+std::unique_ptr<Attention> MakeLocalAttention() { return std::make_unique<LocalAttention>(); }
+
+}  // namespace kp::engine

@@ -1,0 +1,166 @@
+#include "runtime/engine/recompute.h"
+
+#include <algorithm>
+
+#include <ATen/ATen.h>
+#include <ATen/core/ivalue.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include "runtime/common/status.h"
+
+namespace kp::engine {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Keeps the callable alive in the autograd graph until backward has run.
+struct FnHolder : torch::CustomClassHolder {
+  explicit FnHolder(TensorFn f) : fn(std::move(f)) {}
+  TensorFn fn;
+};
+
+c10::IValue Hold(const TensorFn& fn) {
+  return c10::IValue::make_capsule(c10::make_intrusive<FnHolder>(fn));
+}
+
+const TensorFn& Held(AutogradContext* ctx) {
+  return static_cast<FnHolder*>(ctx->saved_data["fn"].toCapsule().get())->fn;
+}
+
+at::ScalarType LossDtype(const at::Tensor& t) {
+  return t.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+// Gradients of `out` (with upstream `grad_out`) wrt inputs; a missing one
+// (an input fn did not use) becomes zeros so callers can add it.
+variable_list GradsOf(const at::Tensor& out, const at::Tensor& grad_out,
+                      const variable_list& inputs) {
+  variable_list grads = torch::autograd::grad({out}, inputs, {grad_out},
+                                              /*retain_graph=*/false, /*create_graph=*/false,
+                                              /*allow_unused=*/true);
+  for (size_t i = 0; i < grads.size(); ++i) {
+    if (!grads[i].defined()) grads[i] = at::zeros_like(inputs[i]);
+  }
+  return grads;
+}
+
+struct CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList params,
+                            c10::IValue fn) {
+    ctx->saved_data["fn"] = fn;
+    variable_list saved{x};
+    saved.insert(saved.end(), params.begin(), params.end());
+    ctx->save_for_backward(saved);
+    at::NoGradGuard no_grad;
+    return static_cast<FnHolder*>(fn.toCapsule().get())->fn(x);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    variable_list saved = ctx->get_saved_variables();
+    variable_list inputs;
+    inputs.push_back(saved[0].detach().requires_grad_(true));
+    for (size_t i = 1; i < saved.size(); ++i) inputs.push_back(saved[i]);
+    at::Tensor out;
+    {
+      torch::autograd::AutoGradMode grad_mode(true);
+      out = Held(ctx)(inputs[0]);
+    }
+    variable_list grads = GradsOf(out, grad_outputs[0], inputs);
+    grads.push_back(at::Tensor());  // for the fn argument
+    return grads;
+  }
+};
+
+// Sum of the rows' cross entropies, softmax in at least fp32.
+at::Tensor ChunkLossSum(const TensorFn& head, const at::Tensor& hidden_chunk,
+                        const at::Tensor& target_chunk) {
+  at::Tensor logits = head(hidden_chunk);
+  logits = logits.to(LossDtype(logits));
+  return at::cross_entropy_loss(logits, target_chunk, /*weight=*/{}, at::Reduction::Sum);
+}
+
+struct ChunkedCrossEntropyFunction
+    : public torch::autograd::Function<ChunkedCrossEntropyFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden, at::TensorList params,
+                            const at::Tensor& targets, int64_t chunk, c10::IValue head) {
+    ctx->saved_data["fn"] = head;
+    ctx->saved_data["chunk"] = chunk;
+    variable_list saved{hidden, targets};
+    saved.insert(saved.end(), params.begin(), params.end());
+    ctx->save_for_backward(saved);
+    at::NoGradGuard no_grad;
+    const TensorFn& fn = static_cast<FnHolder*>(head.toCapsule().get())->fn;
+    const int64_t n = hidden.size(0);
+    at::Tensor total = at::zeros({}, hidden.options().dtype(LossDtype(hidden)));
+    for (int64_t s = 0; s < n; s += chunk) {
+      const int64_t len = std::min(chunk, n - s);
+      total += ChunkLossSum(fn, hidden.narrow(0, s, len), targets.narrow(0, s, len));
+    }
+    return total / static_cast<double>(n);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grad_outputs) {
+    variable_list saved = ctx->get_saved_variables();
+    const at::Tensor& hidden = saved[0];
+    const at::Tensor& targets = saved[1];
+    variable_list params(saved.begin() + 2, saved.end());
+    const int64_t chunk = ctx->saved_data["chunk"].toInt();
+    const TensorFn& fn = Held(ctx);
+    const int64_t n = hidden.size(0);
+    // d(mean)/d(row loss) = 1/N, times the upstream gradient.
+    at::Tensor scale = grad_outputs[0] / static_cast<double>(n);
+    at::Tensor grad_hidden = at::empty_like(hidden);
+    variable_list grad_params;
+    for (const at::Tensor& p : params) grad_params.push_back(at::zeros_like(p));
+    for (int64_t s = 0; s < n; s += chunk) {
+      const int64_t len = std::min(chunk, n - s);
+      variable_list inputs{hidden.narrow(0, s, len).detach().requires_grad_(true)};
+      inputs.insert(inputs.end(), params.begin(), params.end());
+      at::Tensor loss;
+      {
+        torch::autograd::AutoGradMode grad_mode(true);
+        loss = ChunkLossSum(fn, inputs[0], targets.narrow(0, s, len));
+      }
+      variable_list grads = GradsOf(loss, scale.to(loss.scalar_type()), inputs);
+      grad_hidden.narrow(0, s, len).copy_(grads[0]);
+      for (size_t i = 0; i < params.size(); ++i) grad_params[i].add_(grads[i + 1]);
+    }
+    variable_list out{grad_hidden};
+    out.insert(out.end(), grad_params.begin(), grad_params.end());
+    out.push_back(at::Tensor());  // targets
+    out.push_back(at::Tensor());  // chunk
+    out.push_back(at::Tensor());  // head
+    return out;
+  }
+};
+
+}  // namespace
+
+at::Tensor CheckpointedCall(const TensorFn& fn, const at::Tensor& x,
+                            const std::vector<at::Tensor>& params) {
+  if (!at::GradMode::is_enabled()) return fn(x);
+  return CheckpointFunction::apply(x, at::TensorList(params), Hold(fn));
+}
+
+at::Tensor ChunkedCrossEntropy(const at::Tensor& hidden, const at::Tensor& targets,
+                               const TensorFn& head, const std::vector<at::Tensor>& head_params,
+                               int64_t chunk_tokens) {
+  KP_CHECK(hidden.dim() == 2 && targets.dim() == 1 && hidden.size(0) == targets.size(0));
+  KP_CHECK(chunk_tokens > 0);
+  if (!at::GradMode::is_enabled()) {
+    at::Tensor total = at::zeros({}, hidden.options().dtype(LossDtype(hidden)));
+    const int64_t n = hidden.size(0);
+    for (int64_t s = 0; s < n; s += chunk_tokens) {
+      const int64_t len = std::min(chunk_tokens, n - s);
+      total += ChunkLossSum(head, hidden.narrow(0, s, len), targets.narrow(0, s, len));
+    }
+    return total / static_cast<double>(n);
+  }
+  return ChunkedCrossEntropyFunction::apply(hidden, at::TensorList(head_params), targets,
+                                            chunk_tokens, Hold(head));
+}
+
+}  // namespace kp::engine
