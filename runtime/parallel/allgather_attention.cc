@@ -1,0 +1,92 @@
+// All-gather context parallelism (as Llama 3 trained): K/V gathered once at
+// n_kv_heads width (with GQA far smaller than q), each rank attends its two
+// zigzag chunks to the prefix they see; the backward reduce-scatters dK/dV in
+// float32. The gathered K/V stay saved for the backward (memory: the whole
+// sequence's K/V on every rank, the price of this mode).
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/parallel/cp_modes.h"
+#include "runtime/parallel/local_attention.h"
+#include "runtime/parallel/zigzag.h"
+
+namespace kp::parallel::internal {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+std::vector<BlockTask> Tasks(int rank, int n, int64_t local_len, bool causal) {
+  return PlanBlocks(ZigzagSegments(rank, n, local_len / 2), {{0, local_len * n, 0}}, causal);
+}
+
+struct AllGatherFunction : public torch::autograd::Function<AllGatherFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
+                               const at::Tensor& v, c10::intrusive_ptr<CpState> state) {
+    comm::Communicator* comm = state->comm;
+    const int n = comm->size(), r = comm->rank();
+    const int64_t len = k.size(2);
+    const at::Tensor kv = at::stack({k, v}).contiguous();  // [2, B, Hkv, L, D]
+    std::vector<int64_t> gsizes = {n};
+    for (int64_t s : kv.sizes()) gsizes.push_back(s);
+    at::Tensor gathered = at::empty(gsizes, kv.options());
+    ThrowIfFailed(comm->AllGather(kv, gathered),
+                  absl::StrCat("all-gather attention forward: rank ", r, " gathering K/V"));
+    const at::Tensor by_rank = gathered.permute({1, 2, 3, 0, 4, 5})
+                                   .reshape({2, kv.size(1), kv.size(2), n * len, kv.size(4)});
+    const at::Tensor full = ZigzagRankOrderToNatural(by_rank, 3, n).contiguous();
+    const at::Tensor k_full = full[0], v_full = full[1];
+    MergeAccumulator acc = MakeAccumulator(q);
+    RunForwardTasks(q, k_full, v_full, Tasks(r, n, len, state->options.causal), state->scale,
+                    state->options.backend, state->options.merge, acc);
+    at::Tensor out = acc.out.to(q.scalar_type());
+    ctx->save_for_backward({q, k_full, v_full, out, acc.lse});
+    ctx->saved_data["state"] = c10::IValue::make_capsule(state);
+    ctx->saved_data["k_dtype"] = static_cast<int64_t>(k.scalar_type());
+    return {out};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor &q = saved[0], &k_full = saved[1], &v_full = saved[2], &out = saved[3],
+                     &lse = saved[4];
+    auto state =
+        c10::static_intrusive_pointer_cast<CpState>(ctx->saved_data["state"].toCapsule());
+    const auto kv_dtype = static_cast<at::ScalarType>(ctx->saved_data["k_dtype"].toInt());
+    comm::Communicator* comm = state->comm;
+    const int n = comm->size(), r = comm->rank();
+    const int64_t len = k_full.size(2) / n;
+    const at::ScalarType acc_dt = AccumulationDtype(q);
+    const at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(out);
+
+    at::Tensor dq = at::zeros(q.sizes(), q.options().dtype(acc_dt));
+    at::Tensor dkv_full = at::zeros({2, k_full.size(0), k_full.size(1), k_full.size(2),
+                                     k_full.size(3)},
+                                    k_full.options().dtype(acc_dt));
+    at::Tensor dk_full = dkv_full[0], dv_full = dkv_full[1];
+    RunBackwardTasks(dout, q, k_full, v_full, out, lse, Tasks(r, n, len, state->options.causal),
+                     state->scale, state->options.backend, dq, dk_full, dv_full);
+    // Back to rank order, one slice per owner, and summed at the owner.
+    const at::Tensor by_rank = ZigzagNaturalToRankOrder(dkv_full, 3, n)
+                                   .reshape({2, k_full.size(0), k_full.size(1), n, len,
+                                             k_full.size(3)})
+                                   .permute({3, 0, 1, 2, 4, 5})
+                                   .contiguous();
+    at::Tensor mine = at::empty({2, k_full.size(0), k_full.size(1), len, k_full.size(3)},
+                                dkv_full.options());
+    ThrowIfFailed(comm->ReduceScatter(by_rank, mine, comm::ReduceOp::kSum),
+                  absl::StrCat("all-gather attention backward: rank ", r,
+                               " reduce-scattering dK/dV"));
+    return {dq.to(q.scalar_type()), mine[0].to(kv_dtype), mine[1].to(kv_dtype), at::Tensor()};
+  }
+};
+
+}  // namespace
+
+at::Tensor AllGatherAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                              c10::intrusive_ptr<CpState> state) {
+  return AllGatherFunction::apply(q, k, v, std::move(state))[0];
+}
+
+}  // namespace kp::parallel::internal

@@ -1,0 +1,103 @@
+#include "runtime/parallel/cp_attention.h"
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/parallel/cp_modes.h"
+#include "runtime/parallel/local_attention.h"
+
+namespace kp::parallel {
+namespace {
+
+std::string Shape(const at::Tensor& t) { return c10::str(t.sizes()); }
+
+absl::Status ValidateInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int cp,
+                            int rank) {
+  const std::string who = absl::StrCat("context-parallel attention (rank ", rank, " of ", cp, "): ");
+  if (!q.defined() || !k.defined() || !v.defined()) {
+    return absl::InvalidArgumentError(who + "q, k and v must be defined");
+  }
+  if (q.dim() != 4 || k.dim() != 4 || v.dim() != 4) {
+    return absl::InvalidArgumentError(absl::StrCat(who, "q, k, v must be [B, H, T_local, D]; got ",
+                                                   Shape(q), ", ", Shape(k), ", ", Shape(v)));
+  }
+  if (k.sizes() != v.sizes()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(who, "k and v shapes differ: ", Shape(k), " vs ", Shape(v)));
+  }
+  if (q.size(0) != k.size(0) || q.size(2) != k.size(2) || q.size(3) != k.size(3)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        who, "q ", Shape(q), " and k ", Shape(k), " must agree in batch, local length and head dim"));
+  }
+  if (k.size(1) == 0 || q.size(1) % k.size(1) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(who, "n_heads ", q.size(1),
+                                                   " is not a multiple of n_kv_heads ", k.size(1)));
+  }
+  if (q.scalar_type() != k.scalar_type() || q.scalar_type() != v.scalar_type() ||
+      q.device() != k.device() || q.device() != v.device()) {
+    return absl::InvalidArgumentError(who + "q, k, v must share dtype and device");
+  }
+  if (cp > 1 && q.size(2) % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        who, "the local length ", q.size(2), " must be even (two zigzag chunks); the total length ",
+        q.size(2) * cp, " must be a multiple of 2*cp = ", 2 * cp));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<CpModeChoice> ResolveCpMode(const at::Tensor& q, const at::Tensor& k, int cp,
+                                           const CpOptions& options, bool log) {
+  CpShape shape;
+  shape.batch = q.size(0);
+  shape.heads = q.size(1);
+  shape.kv_heads = k.size(1);
+  shape.seq_len = q.size(2) * cp;
+  shape.head_dim = q.size(3);
+  shape.element_bytes = static_cast<int64_t>(q.element_size());
+  CpTopology topology = options.topology;
+  topology.cp = cp;
+  return ChooseCpMode(shape, topology, options.mode, log);
+}
+
+absl::StatusOr<at::Tensor> ContextParallelAttention(const at::Tensor& q, const at::Tensor& k,
+                                                    const at::Tensor& v,
+                                                    comm::Communicator* comm,
+                                                    const CpOptions& options) {
+  const int cp = comm == nullptr ? 1 : comm->size();
+  const int rank = comm == nullptr ? 0 : comm->rank();
+  KP_RETURN_IF_ERROR(ValidateInputs(q, k, v, cp, rank));
+  if (cp == 1) {
+    // The pass-through: exactly the local attention the engine runs without CP.
+    LocalAttentionOptions local;
+    local.causal = options.causal;
+    local.scale = options.scale;
+    local.backend = options.backend;
+    local.merge = options.merge;
+    const std::vector<Segment> segs = {{0, q.size(2), 0}};
+    return std::get<0>(LocalAttentionWithLse(q, k, v, segs, segs, local));
+  }
+  KP_ASSIGN_OR_RETURN(const CpModeChoice choice, ResolveCpMode(q, k, cp, options, /*log=*/false));
+  auto state = c10::make_intrusive<internal::CpState>();
+  state->comm = comm;
+  state->options = options;
+  state->scale = ResolveScale(options.scale, q);
+  try {
+    switch (choice.mode) {
+      case CpMode::kRing:
+        return internal::RingAttention(q, k, v, state);
+      case CpMode::kAllGather:
+        return internal::AllGatherAttention(q, k, v, state);
+      case CpMode::kUlysses:
+        return internal::UlyssesAttention(q, k, v, state);
+      default:
+        return absl::InternalError(
+            absl::StrCat("context-parallel mode ", CpModeName(choice.mode), " at cp ", cp));
+    }
+  } catch (const internal::CommFailure& e) {
+    return e.status();
+  }
+}
+
+}  // namespace kp::parallel

@@ -1,0 +1,171 @@
+// Context-parallel attention against a float64 reference of full attention
+// over the whole sequence: every mode x cp in {2, 4} x (GQA, MHA) x (float32,
+// float64), forward and backward, on in-process ranks.
+#include "runtime/parallel/cp_attention.h"
+
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include "runtime/parallel/cp_test_util.h"
+#include "runtime/parallel/local_attention.h"
+#include "runtime/parallel/zigzag.h"
+
+namespace kp::parallel {
+namespace {
+
+using testing::AttentionProblem;
+using testing::AttentionResult;
+using testing::MaxAbsError;
+
+struct CpRun {
+  at::Tensor out, dq, dk, dv;  // full sequence, natural order (unsharded)
+};
+
+// Every rank takes its zigzag shard of the same problem, runs CP attention
+// and its backward; the shards are put back together.
+CpRun RunCp(const AttentionProblem& p, int cp, const CpOptions& options, at::ScalarType dtype) {
+  std::vector<at::Tensor> out(cp), dq(cp), dk(cp), dv(cp);
+  std::vector<std::string> errors(cp);
+  testing::RunRanks(cp, [&](int rank, comm::Communicator& comm) {
+    auto shard = [&](const at::Tensor& t) { return *ZigzagShard(t.to(dtype), 2, cp, rank); };
+    at::Tensor q = shard(p.q).set_requires_grad(true);
+    at::Tensor k = shard(p.k).set_requires_grad(true);
+    at::Tensor v = shard(p.v).set_requires_grad(true);
+    absl::StatusOr<at::Tensor> o = ContextParallelAttention(q, k, v, &comm, options);
+    if (!o.ok()) {
+      errors[rank] = o.status().ToString();
+      return;
+    }
+    torch::autograd::backward({*o}, {shard(p.dout)});
+    out[rank] = o->detach();
+    dq[rank] = q.grad();
+    dk[rank] = k.grad();
+    dv[rank] = v.grad();
+  });
+  for (int r = 0; r < cp; ++r) EXPECT_EQ(errors[r], "") << "rank " << r;
+  if (!errors[0].empty()) return {};
+  return {*ZigzagUnshard(out, 2), *ZigzagUnshard(dq, 2), *ZigzagUnshard(dk, 2),
+          *ZigzagUnshard(dv, 2)};
+}
+
+using Param = std::tuple<CpMode, int /*cp*/, bool /*gqa*/, at::ScalarType>;
+
+class CpAttentionTest : public ::testing::TestWithParam<Param> {
+ protected:
+  void SetUp() override { at::set_num_threads(1); }
+};
+
+TEST_P(CpAttentionTest, MatchesFullAttentionForwardAndBackward) {
+  const auto [mode, cp, gqa, dtype] = GetParam();
+  // 4 heads so Ulysses divides at cp 4; 2 kv heads: at cp 4 Ulysses expands.
+  const AttentionProblem p = testing::MakeProblem(2, 4, gqa ? 2 : 4, 16 * cp, 8, 1234 + cp);
+  const AttentionResult ref = testing::ReferenceAttention(p, /*causal=*/true);
+  CpOptions options;
+  options.mode = mode;
+  const CpRun got = RunCp(p, cp, options, dtype);
+  ASSERT_TRUE(got.out.defined());
+  const double tol = dtype == at::kDouble ? 1e-10 : 1e-5;
+  EXPECT_LT(MaxAbsError(got.out, ref.out), tol) << "out";
+  EXPECT_LT(MaxAbsError(got.dq, ref.dq), tol) << "dq";
+  EXPECT_LT(MaxAbsError(got.dk, ref.dk), tol) << "dk";
+  EXPECT_LT(MaxAbsError(got.dv, ref.dv), tol) << "dv";
+  EXPECT_EQ(got.out.scalar_type(), dtype);
+  EXPECT_EQ(got.dk.scalar_type(), dtype);
+}
+
+std::string Name(const ::testing::TestParamInfo<Param>& info) {
+  const auto [mode, cp, gqa, dtype] = info.param;
+  return CpModeName(mode) + "_cp" + std::to_string(cp) + (gqa ? "_gqa" : "_mha") +
+         (dtype == at::kDouble ? "_f64" : "_f32");
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Modes, CpAttentionTest,
+    ::testing::Combine(::testing::Values(CpMode::kRing, CpMode::kAllGather, CpMode::kUlysses),
+                       ::testing::Values(2, 4), ::testing::Bool(),
+                       ::testing::Values(at::kFloat, at::kDouble)),
+    Name);
+
+TEST(CpAttention, NonCausalMatchesFullAttention) {
+  at::set_num_threads(1);
+  const AttentionProblem p = testing::MakeProblem(1, 4, 2, 32, 8, 99);
+  const AttentionResult ref = testing::ReferenceAttention(p, /*causal=*/false);
+  for (CpMode mode : {CpMode::kRing, CpMode::kAllGather, CpMode::kUlysses}) {
+    CpOptions options;
+    options.mode = mode;
+    options.causal = false;
+    const CpRun got = RunCp(p, 2, options, at::kDouble);
+    ASSERT_TRUE(got.out.defined());
+    EXPECT_LT(MaxAbsError(got.out, ref.out), 1e-10) << CpModeName(mode);
+    EXPECT_LT(MaxAbsError(got.dq, ref.dq), 1e-10) << CpModeName(mode);
+    EXPECT_LT(MaxAbsError(got.dk, ref.dk), 1e-10) << CpModeName(mode);
+    EXPECT_LT(MaxAbsError(got.dv, ref.dv), 1e-10) << CpModeName(mode);
+  }
+}
+
+TEST(CpAttention, AutoModeRunsAndMatches) {
+  at::set_num_threads(1);
+  const AttentionProblem p = testing::MakeProblem(1, 4, 1, 32, 8, 7);
+  const AttentionResult ref = testing::ReferenceAttention(p, true);
+  const CpRun got = RunCp(p, 4, CpOptions{}, at::kDouble);
+  ASSERT_TRUE(got.out.defined());
+  EXPECT_LT(MaxAbsError(got.out, ref.out), 1e-10);
+  EXPECT_LT(MaxAbsError(got.dk, ref.dk), 1e-10);
+}
+
+// cp = 1 is the local attention call itself: bitwise equal, gradients too.
+TEST(CpAttention, CpOneIsLocalAttentionExactly) {
+  at::set_num_threads(1);
+  const AttentionProblem p = testing::MakeProblem(2, 4, 2, 24, 8, 5);
+  auto run = [&](bool through_cp) {
+    at::Tensor q = p.q.to(at::kFloat).set_requires_grad(true);
+    at::Tensor k = p.k.to(at::kFloat).set_requires_grad(true);
+    at::Tensor v = p.v.to(at::kFloat).set_requires_grad(true);
+    at::Tensor out;
+    if (through_cp) {
+      testing::RunRanks(1, [&](int, comm::Communicator& comm) {
+        out = *ContextParallelAttention(q, k, v, &comm, CpOptions{});
+      });
+    } else {
+      out = std::get<0>(CausalAttentionWithLse(q, k, v, LocalAttentionOptions{}));
+    }
+    torch::autograd::backward({out}, {p.dout.to(at::kFloat)});
+    return std::vector<at::Tensor>{out.detach(), q.grad(), k.grad(), v.grad()};
+  };
+  const auto a = run(true), b = run(false);
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i], b[i])) << "tensor " << i;
+  // And comm == nullptr is the same pass-through.
+  at::Tensor q = p.q.to(at::kFloat), k = p.k.to(at::kFloat), v = p.v.to(at::kFloat);
+  EXPECT_TRUE(at::equal(*ContextParallelAttention(q, k, v, nullptr, CpOptions{}), a[0]));
+}
+
+TEST(CpAttention, RejectsBadLayoutsBeforeAnyWork) {
+  at::set_num_threads(1);
+  testing::RunRanks(2, [&](int rank, comm::Communicator& comm) {
+    const at::Tensor q = at::randn({1, 4, 7, 8}), k = at::randn({1, 2, 7, 8});
+    auto odd = ContextParallelAttention(q, k, k, &comm, CpOptions{});
+    ASSERT_FALSE(odd.ok());
+    EXPECT_NE(odd.status().message().find("multiple of 2*cp = 4"), std::string::npos)
+        << odd.status();
+    const at::Tensor q3 = at::randn({1, 3, 8, 8}), k3 = at::randn({1, 3, 8, 8});
+    CpOptions ulysses;
+    ulysses.mode = CpMode::kUlysses;
+    auto heads = ContextParallelAttention(q3, k3, k3, &comm, ulysses);
+    ASSERT_FALSE(heads.ok());
+    EXPECT_NE(heads.status().message().find("n_heads divisible by cp"), std::string::npos)
+        << heads.status();
+    auto gqa = ContextParallelAttention(at::randn({1, 3, 8, 8}), at::randn({1, 2, 8, 8}),
+                                        at::randn({1, 2, 8, 8}), &comm, CpOptions{});
+    ASSERT_FALSE(gqa.ok());
+    EXPECT_NE(gqa.status().message().find("not a multiple of n_kv_heads"), std::string::npos);
+  });
+}
+
+}  // namespace
+}  // namespace kp::parallel
