@@ -1,7 +1,5 @@
 #include "launcher/mpi/mpi_env.h"
 
-#include <charconv>
-
 #include "absl/strings/str_cat.h"
 
 namespace kp::launcher {
@@ -87,12 +85,8 @@ absl::StatusOr<MpiTask> ParseMpiTask(const EnvLookup& env) {
 }
 
 int64_t JobKeyNumber(const std::string& job_key) {
-  int64_t number = 0;
-  auto [ptr, ec] = std::from_chars(job_key.data(), job_key.data() + job_key.size(), number);
-  if (!job_key.empty() && ec == std::errc() && ptr == job_key.data() + job_key.size() &&
-      number >= 0) {
-    return number;
-  }
+  // Always hashed, even when numeric: OpenMPI's job ids are (launcher hash
+  // << 16) | 1, which would land on only 3 of the 768 port slots.
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : job_key) {
     h ^= c;

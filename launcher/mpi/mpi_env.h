@@ -30,8 +30,9 @@ struct MpiTask {
 // (rank outside the world, a size without a rank, non-numbers).
 absl::StatusOr<MpiTask> ParseMpiTask(const EnvLookup& env);
 
-// A stable number for ports: the key itself when numeric, else its FNV-1a
-// hash (every rank computes the same one).
+// A stable number for ports: the key's FNV-1a hash (every rank computes the
+// same one). Two concurrent mpiruns on one host share a port block with
+// probability 1/768; give --port-base to rule it out.
 int64_t JobKeyNumber(const std::string& job_key);
 
 }  // namespace kp::launcher

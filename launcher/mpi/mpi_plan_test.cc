@@ -37,14 +37,14 @@ TEST(MpiPlan, RankZeroRunsTheCoordinator) {
   EXPECT_TRUE(plan0->submit);
   EXPECT_TRUE(plan0->needs_rendezvous);
   EXPECT_EQ(plan0->coordinator_target,
-            "10.1.0.1:" + std::to_string(PortsForJob(12345).coordinator));
+            "10.1.0.1:" + std::to_string(PortsForJob(JobKeyNumber("12345")).coordinator));
   auto plan3 = MakeMpiPlan(Task(3, 4, 1), Shape(2, 2), options, "hostB", FakeDns);
   ASSERT_TRUE(plan3.ok()) << plan3.status();  // rank 3 resolves nothing
   EXPECT_FALSE(plan3->start_coordinator);
   EXPECT_FALSE(plan3->submit);
   EXPECT_TRUE(plan3->coordinator_target.empty());
   EXPECT_EQ(plan3->device, 1);
-  EXPECT_EQ(plan3->agent_port, PortsForJob(12345).agent(1));
+  EXPECT_EQ(plan3->agent_port, PortsForJob(JobKeyNumber("12345")).agent(1));
   EXPECT_EQ(plan3->ports.coordinator, plan0->ports.coordinator);
 }
 
