@@ -1,0 +1,181 @@
+#include "runtime/parallel/data_parallel.h"
+
+#include <ATen/ATen.h>
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace kp::parallel {
+
+using torch::autograd::variable_list;
+
+GradientReducer::GradientReducer(comm::Communicator* comm, std::vector<at::Tensor> params,
+                                 size_t bucket_bytes)
+    : comm_(comm), params_(std::move(params)) {
+  KP_CHECK(comm_ != nullptr);
+  const int n = static_cast<int>(params_.size());
+  bucket_of_.assign(n, -1);
+  slot_of_.assign(n, -1);
+  ready_.assign(n, false);
+  // Reverse registration order: the last layers' gradients come first.
+  size_t bytes = 0;
+  for (int i = n - 1; i >= 0; --i) {
+    const at::Tensor& p = params_[i];
+    KP_CHECK(p.defined() && p.requires_grad() && p.is_leaf());
+    const bool fits = !buckets_.empty() && bucket_bytes > 0 && bytes < bucket_bytes &&
+                      params_[buckets_.back().params[0]].scalar_type() == p.scalar_type() &&
+                      params_[buckets_.back().params[0]].device() == p.device();
+    if (!fits) {
+      buckets_.emplace_back();
+      bytes = 0;
+    }
+    Bucket& b = buckets_.back();
+    const int64_t offset = b.offsets.empty() ? 0 : b.offsets.back() + params_[b.params.back()].numel();
+    bucket_of_[i] = static_cast<int>(buckets_.size()) - 1;
+    slot_of_[i] = static_cast<int>(b.params.size());
+    b.params.push_back(i);
+    b.offsets.push_back(offset);
+    bytes += p.numel() * p.element_size();
+  }
+  for (Bucket& b : buckets_) {
+    const at::Tensor& last = params_[b.params.back()];
+    b.flat = at::empty({b.offsets.back() + last.numel()}, last.options().requires_grad(false));
+  }
+  for (int i = 0; i < n; ++i) {
+    std::shared_ptr<torch::autograd::Node> acc = torch::autograd::impl::grad_accumulator(params_[i]);
+    // Post-hook of AccumulateGrad: runs once .grad holds this backward's sum.
+    const uintptr_t key = acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+        [this, i](const variable_list& outputs, const variable_list&) {
+          OnGradReady(i);
+          return outputs;
+        }));
+    hooks_.emplace_back(std::move(acc), key);
+  }
+}
+
+GradientReducer::~GradientReducer() {
+  for (auto& [acc, key] : hooks_) acc->del_post_hook(key);
+  for (Bucket& b : buckets_) {
+    if (b.work) b.work->Wait().IgnoreError();
+  }
+}
+
+absl::Status GradientReducer::BroadcastParameters(int root) {
+  at::NoGradGuard no_grad;
+  for (Bucket& b : buckets_) {
+    for (size_t k = 0; k < b.params.size(); ++k) {
+      const at::Tensor& p = params_[b.params[k]];
+      b.flat.narrow(0, b.offsets[k], p.numel()).copy_(p.detach().reshape({-1}));
+    }
+    KP_RETURN_IF_ERROR(comm_->Broadcast(b.flat, root));
+    for (size_t k = 0; k < b.params.size(); ++k) {
+      at::Tensor p = params_[b.params[k]].detach();
+      p.copy_(b.flat.narrow(0, b.offsets[k], p.numel()).view(p.sizes()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void GradientReducer::PrepareForBackward(bool last_micro_step) {
+  // A reduction left unfinished must not write into buffers we reuse.
+  for (Bucket& b : buckets_) {
+    if (b.work) b.work->Wait().IgnoreError();
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  armed_ = last_micro_step;
+  finishing_ = false;
+  next_to_launch_ = 0;
+  launched_in_backward_ = 0;
+  std::fill(ready_.begin(), ready_.end(), false);
+  for (Bucket& b : buckets_) {
+    b.pending = static_cast<int>(b.params.size());
+    b.launched = false;
+    b.work.reset();
+  }
+}
+
+void GradientReducer::OnGradReady(int i) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!armed_ || ready_[i]) return;
+  ready_[i] = true;
+  Bucket& b = buckets_[bucket_of_[i]];
+  const at::Tensor& p = params_[i];
+  const at::Tensor& g = p.grad();
+  at::Tensor slice = b.flat.narrow(0, b.offsets[slot_of_[i]], p.numel());
+  if (g.defined()) {
+    slice.copy_(g.reshape({-1}));
+  } else {
+    slice.zero_();
+  }
+  if (--b.pending == 0) LaunchReadyLocked(/*from_backward=*/!finishing_);
+}
+
+void GradientReducer::LaunchReadyLocked(bool from_backward) {
+  while (next_to_launch_ < num_buckets() && buckets_[next_to_launch_].pending == 0) {
+    Bucket& b = buckets_[next_to_launch_++];
+    b.launched = true;
+    b.launch_time = std::chrono::steady_clock::now();
+    b.work = comm_->AllReduceAsync(b.flat, comm::ReduceOp::kAvg);
+    if (from_backward) ++launched_in_backward_;
+  }
+}
+
+absl::Status GradientReducer::Finish() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!armed_) return absl::OkStatus();
+    finishing_ = true;
+    // Parameters that got no gradient in the last backward: their .grad (from
+    // earlier micro-steps) or zero, so every rank still joins every bucket.
+    for (int i = 0; i < static_cast<int>(params_.size()); ++i) {
+      if (ready_[i]) continue;
+      ready_[i] = true;
+      Bucket& b = buckets_[bucket_of_[i]];
+      const at::Tensor& g = params_[i].grad();
+      at::Tensor slice = b.flat.narrow(0, b.offsets[slot_of_[i]], params_[i].numel());
+      if (g.defined()) {
+        slice.copy_(g.reshape({-1}));
+      } else {
+        slice.zero_();
+      }
+      --b.pending;
+    }
+    LaunchReadyLocked(/*from_backward=*/false);
+    armed_ = false;
+  }
+  absl::Status first;
+  for (int k = 0; k < num_buckets(); ++k) {
+    Bucket& b = buckets_[k];
+    absl::Status s = b.work ? b.work->Wait() : absl::InternalError("bucket never launched");
+    b.work.reset();
+    if (!s.ok() && first.ok()) {
+      first = absl::Status(s.code(), absl::StrCat("data-parallel gradient reduction, bucket ", k,
+                                                  " of ", num_buckets(), ": ", s.message()));
+    }
+  }
+  KP_RETURN_IF_ERROR(first);
+  at::NoGradGuard no_grad;
+  for (Bucket& b : buckets_) {
+    for (size_t k = 0; k < b.params.size(); ++k) {
+      at::Tensor& p = params_[b.params[k]];
+      at::Tensor avg = b.flat.narrow(0, b.offsets[k], p.numel()).view(p.sizes());
+      if (p.grad().defined()) {
+        p.mutable_grad().copy_(avg);
+      } else {
+        p.mutable_grad() = avg.clone();
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+std::vector<std::chrono::steady_clock::time_point> GradientReducer::bucket_launch_times() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::chrono::steady_clock::time_point> out;
+  for (const Bucket& b : buckets_) out.push_back(b.launch_time);
+  return out;
+}
+
+}  // namespace kp::parallel
