@@ -2,7 +2,7 @@
 
 #include <algorithm>
 
-#include "absl/strings/str_cat.h"
+#include <string>
 
 namespace kp::parallel {
 namespace {
@@ -86,8 +86,9 @@ void PlanPair(const Segment& q, const Segment& k, std::vector<BlockTask>& out) {
 }  // namespace
 
 std::string DebugString(const BlockTask& t) {
-  return absl::StrCat("q[", t.q_offset, "+", t.q_length, "] k[", t.k_offset, "+", t.k_length,
-                      "] ", t.mask == BlockMask::kCausal ? "causal" : "full");
+  return "q[" + std::to_string(t.q_offset) + "+" + std::to_string(t.q_length) + "] k[" +
+         std::to_string(t.k_offset) + "+" + std::to_string(t.k_length) + "] " +
+         (t.mask == BlockMask::kCausal ? "causal" : "full");
 }
 
 std::vector<BlockTask> PlanBlocks(const std::vector<Segment>& q_segments,
