@@ -104,6 +104,11 @@ Json GrpcProbe(int port, int period, int failures) {
               {"timeoutSeconds", 5}};
 }
 
+Json Command(const K8sOptions& o, const std::string& binary) {
+  if (o.env_wrapper.empty()) return Json::array({binary});
+  return Json::array({o.env_wrapper, binary});
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<Json>> BuildManifests(const K8sOptions& options_in,
@@ -144,7 +149,7 @@ absl::StatusOr<std::vector<Json>> BuildManifests(const K8sOptions& options_in,
       {"name", "coordinator"},
       {"image", o.image},
       {"imagePullPolicy", o.image_pull_policy},
-      {"command", Json::array({"kp-coordinator"})},
+      {"command", Command(o, "kp-coordinator")},
       {"args",
        Json::array({absl::StrCat("--listen=0.0.0.0:", o.coordinator_port),
                     absl::StrCat("--db=", kStateMount, "/coordinator.db"),
@@ -227,7 +232,7 @@ absl::StatusOr<std::vector<Json>> BuildManifests(const K8sOptions& options_in,
       {"name", "kp"},
       {"image", o.image},
       {"imagePullPolicy", o.image_pull_policy},
-      {"command", Json::array({"kprun"})},
+      {"command", Command(o, "kprun")},
       {"args", args},
       {"env",
        Json::array({Json{{"name", "KP_NODE_ADDRESS"},

@@ -45,6 +45,9 @@ struct K8sOptions {
   int metrics_port = 9464;
   int agent_port = 50052;
   std::string job_file_name = "job.yaml";
+  // Runs each command with the bundle's libraries and the image's libtorch
+  // (deploy/k8s/Dockerfile); empty: run kprun and kp-coordinator directly.
+  std::string env_wrapper = "/opt/kp/kp-env.sh";
 };
 
 // The manifests in apply order. Fails with INVALID_ARGUMENT naming the

@@ -34,6 +34,9 @@ void AddK8sRenderFlags(CLI::App* app, K8sRenderCommand* c) {
   app->add_option("--coordinator-port", o.coordinator_port)->capture_default_str();
   app->add_option("--metrics-port", o.metrics_port)->capture_default_str();
   app->add_option("--agent-port", o.agent_port)->capture_default_str();
+  app->add_option("--env-wrapper", o.env_wrapper,
+                  "prefix of every command in the image; empty: run binaries directly")
+      ->capture_default_str();
 }
 
 int RunK8sRender(K8sRenderCommand c) {
@@ -48,7 +51,8 @@ int RunK8sRender(K8sRenderCommand c) {
     return 2;
   }
   if (c.options.name.empty()) {
-    std::string stem = std::filesystem::path(c.job_file).stem().string();
+    std::string stem = shape->name.empty() ? std::filesystem::path(c.job_file).stem().string()
+                                           : shape->name;
     for (char& ch : stem) {
       ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
       if (ch == '_' || ch == '.') ch = '-';

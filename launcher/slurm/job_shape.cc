@@ -53,6 +53,7 @@ absl::StatusOr<JobShape> ParseJobShape(const std::string& yaml_text, const std::
       return absl::InvalidArgumentError(absl::StrCat(source, ": cpu_fallback: not a boolean"));
     }
   }
+  if (root["name"] && root["name"].IsScalar()) shape.name = root["name"].Scalar();
   return shape;
 }
 

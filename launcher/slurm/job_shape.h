@@ -17,6 +17,8 @@ struct JobShape {
   int64_t cp = 1;
   // The job may run on CPU slots when GPUs are short (JobSpec.cpu_fallback).
   bool cpu_fallback = false;
+  // The job file's `name:` (empty when absent); names rendered objects.
+  std::string name;
 
   int64_t world() const { return dp * cp; }
 };

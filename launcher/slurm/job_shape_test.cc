@@ -12,6 +12,7 @@ TEST(JobShape, TopLevelSpecFields) {
   EXPECT_EQ(shape->cp, 2);
   EXPECT_EQ(shape->world(), 8);
   EXPECT_TRUE(shape->cpu_fallback);
+  EXPECT_EQ(shape->name, "x");
 }
 
 TEST(JobShape, TrainingConfigParallelSection) {
