@@ -346,12 +346,12 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
   for (const auto& id : touched) {
     JobEntry& entry = jobs_[id];
     if (!IsActive(entry.status.state())) continue;
-    UpdateProgress(entry);
     const size_t world = entry.assignments.size();
     absl::Status st;
     if (entry.status.state() == v1::JOB_STATE_PLACED && entry.started.size() == world) {
       st = Transition(entry, v1::JOB_STATE_RUNNING, "", nullptr);
     }
+    UpdateProgress(entry);
     if (st.ok() && entry.done.size() == world) {
       std::vector<v1::Assignment> none;
       st = Transition(entry, v1::JOB_STATE_COMPLETED, "", &none);

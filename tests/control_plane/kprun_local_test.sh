@@ -1,0 +1,48 @@
+#!/bin/bash
+# kprun local end to end: exit status follows the job (0 COMPLETED, 1 FAILED,
+# 2 bad job file), progress lines are printed, cluster launchers say they are
+# not implemented.
+set -u
+KPRUN="$PWD/launcher/kprun"
+WORKER="$PWD/tests/control_plane/fake_worker.sh"
+WORK="${TEST_TMPDIR:-/tmp}/kprun-local-$$"
+mkdir -p "$WORK" && cd "$WORK" || exit 1
+fail() { echo "FAIL: $*"; echo "--- output:"; cat out.txt; exit 1; }
+
+printf 'name: ok\nmodel: {layers: 2}\ndp: 2\nsteps: 12\n' > ok.yaml
+"$KPRUN" local ok.yaml --worker_binary "$WORKER" --cpu_slots 2 > out.txt 2>&1
+rc=$?
+[ $rc -eq 0 ] || fail "completed job exited $rc"
+grep -q "step 12/12 .* loss 0.3333 tokens/s 2000" out.txt || fail "no final progress line"
+grep -q "job j000001 COMPLETED" out.txt || fail "no COMPLETED line"
+[ -s runs/ok-j000001/logs/g1.rank1.out ] || fail "no rank 1 log"
+
+printf 'name: bad\nmodel: {layers: 2}\nsteps: 3\nfake_exit_code: 5\n' > /dev/null
+mkdir -p cfg && printf 'layers: 2\nfake_exit_code: 5\n' > cfg/fail.yaml
+printf 'name: bad\nconfig: cfg/fail.yaml\nsteps: 3\n' > fail.yaml
+"$KPRUN" local fail.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
+rc=$?
+[ $rc -eq 1 ] || fail "failed job exited $rc"
+grep -q "FAILED: worker rank 0 exited with code 5" out.txt || fail "no exit code in the failure"
+
+printf 'name: x\nmodel: {}\ndp: 0\nsteps: 3\n' > invalid.yaml
+"$KPRUN" local invalid.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
+rc=$?
+[ $rc -eq 2 ] || fail "invalid spec exited $rc"
+grep -q "spec.dp" out.txt || fail "the error does not name spec.dp"
+
+printf 'name: x\nmodel: {}\ndata: ../../etc\nsteps: 3\n' > escape.yaml
+"$KPRUN" local escape.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
+rc=$?
+[ $rc -eq 2 ] || fail "path escape exited $rc"
+grep -q "escapes" out.txt || fail "no escape message"
+
+"$KPRUN" slurm ok.yaml > out.txt 2>&1
+rc=$?
+[ $rc -eq 2 ] || fail "slurm exited $rc"
+grep -q "not yet implemented" out.txt || fail "slurm message"
+
+"$KPRUN" local ok.yaml --worker_binary /nonexistent/kp-train > out.txt 2>&1
+[ $? -eq 2 ] || fail "missing worker binary"
+grep -q "/nonexistent/kp-train" out.txt || fail "missing worker not named"
+echo PASS
