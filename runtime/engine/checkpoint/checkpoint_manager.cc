@@ -94,6 +94,17 @@ absl::Status CheckComplete(const std::string& dir) {
   return absl::OkStatus();
 }
 
+// A part counts once its file is in place (each is renamed in whole) and,
+// when the save has an id, carries that id.
+bool PartArrived(const std::string& path, const std::string& save_id) {
+  if (!fs::exists(path)) return false;
+  if (save_id.empty()) return true;
+  absl::StatusOr<Metadata> meta = ReadSafetensorsMetadata(path);
+  if (!meta.ok()) return false;
+  auto it = meta->find("save_id");
+  return it != meta->end() && it->second == save_id;
+}
+
 }  // namespace
 
 std::string CheckpointManager::StepDirName(int64_t step) {
@@ -169,7 +180,7 @@ absl::Status CheckpointManager::WriteAndCommit(const CheckpointState& state,
   const std::string staging = (fs::path(ckdir) / (kStagingPrefix + name)).string();
   const std::string final_dir = (fs::path(ckdir) / name).string();
   KP_RETURN_IF_ERROR(MakeDirs(staging));
-  const Metadata meta = {{"format", kFormat}, {"step", std::to_string(state.step)}};
+  const Metadata meta = {{"format", kFormat}, {"step", std::to_string(state.step)}, {"save_id", state.save_id}};
   for (const auto& [part, tensors] : parts) {
     Metadata m = meta;
     m["part"] = part;
@@ -186,7 +197,7 @@ absl::Status CheckpointManager::WriteAndCommit(const CheckpointState& state,
   for (;;) {
     std::vector<std::string> missing;
     for (const auto& part : expected) {
-      if (!fs::exists(fs::path(staging) / PartFile(part))) missing.push_back(part);
+      if (!PartArrived((fs::path(staging) / PartFile(part)).string(), state.save_id)) missing.push_back(part);
     }
     if (missing.empty()) break;
     if (std::chrono::steady_clock::now() >= deadline) {
@@ -204,6 +215,7 @@ absl::Status CheckpointManager::WriteAndCommit(const CheckpointState& state,
   j["step"] = state.step;
   j["data_position"] = state.data_position;
   j["config_hash"] = state.config_hash;
+  j["save_id"] = state.save_id;
   j["rng"] = nlohmann::json::object();
   for (const auto& [k, bytes] : state.rng) j["rng"][k] = absl::Base64Escape(bytes);
   j["extra"] = state.extra;
@@ -266,6 +278,7 @@ absl::StatusOr<CheckpointState> CheckpointManager::LoadState(const std::string& 
     s.step = j.at("step").get<int64_t>();
     s.data_position = j.at("data_position").get<int64_t>();
     s.config_hash = j.at("config_hash").get<std::string>();
+    s.save_id = j.value("save_id", "");
     for (const auto& [k, v] : j.at("rng").items()) {
       std::string bytes;
       if (!absl::Base64Unescape(v.get<std::string>(), &bytes)) return loss("rng '" + k + "' is not base64");

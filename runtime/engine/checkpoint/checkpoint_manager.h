@@ -44,6 +44,11 @@ struct CheckpointState {
   // Every part of the checkpoint, including those other ranks write. Empty
   // means "the parts passed to this SaveAsync".
   std::vector<std::string> part_names;
+  // Names this save on every rank (e.g. the run's generation or start time),
+  // so that parts an earlier, crashed attempt at the same step left in the
+  // staging directory are not mistaken for this save's. Empty: any part
+  // present counts (one process).
+  std::string save_id;
 };
 
 struct LoadedCheckpoint {

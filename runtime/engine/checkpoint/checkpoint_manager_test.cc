@@ -166,6 +166,31 @@ TEST(Checkpoint, ShardedPartsFromSeveralRanks) {
   EXPECT_TRUE(at::equal(loaded->parts.at("optimizer.rank00001").at("m"), shard1.at("m")));
 }
 
+TEST(Checkpoint, PartsOfACrashedAttemptAreNotTaken) {
+  const std::string run = RunDir();
+  CheckpointState st = State(20);
+  st.part_names = {"model", "optimizer.rank00001"};
+  const TensorMap stale = {{"m", at::zeros({2})}}, fresh = {{"m", at::ones({2})}};
+  st.save_id = "attempt-1";
+  {
+    CheckpointManager rank1({.run_dir = run, .commit = false});
+    ASSERT_TRUE(rank1.Save(st, {{"optimizer.rank00001", stale}}).ok());  // then the job died
+  }
+  st.save_id = "attempt-2";
+  CheckpointManager rank0({.run_dir = run, .commit_timeout = std::chrono::milliseconds(300)});
+  ASSERT_TRUE(rank0.SaveAsync(st, {{"model", Parts(1).at("model")}}).ok());
+  EXPECT_EQ(rank0.Wait().code(), absl::StatusCode::kDeadlineExceeded);
+  CheckpointManager rank0b({.run_dir = run, .commit_timeout = std::chrono::seconds(20)});
+  ASSERT_TRUE(rank0b.SaveAsync(st, {{"model", Parts(1).at("model")}}).ok());
+  CheckpointManager rank1({.run_dir = run, .commit = false});
+  ASSERT_TRUE(rank1.Save(st, {{"optimizer.rank00001", fresh}}).ok());
+  ASSERT_TRUE(rank0b.Wait().ok());
+  auto loaded = CheckpointManager::Load(*CheckpointManager::LatestComplete(run));
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(at::equal(loaded->parts.at("optimizer.rank00001").at("m"), fresh.at("m")));
+  EXPECT_EQ(loaded->state.save_id, "attempt-2");
+}
+
 TEST(Checkpoint, MissingRankTimesOutAndCommitsNothing) {
   const std::string run = RunDir();
   CheckpointState st = State(4);

@@ -271,4 +271,11 @@ absl::Status CheckSafetensorsHeader(const std::string& path) {
   return ParseHeader(fd.get(), opened.second, path).status();
 }
 
+absl::StatusOr<Metadata> ReadSafetensorsMetadata(const std::string& path) {
+  KP_ASSIGN_OR_RETURN(auto opened, OpenForRead(path));
+  Fd fd(opened.first);
+  KP_ASSIGN_OR_RETURN(Header h, ParseHeader(fd.get(), opened.second, path));
+  return std::move(h.metadata);
+}
+
 }  // namespace kp::ckpt

@@ -40,6 +40,9 @@ absl::StatusOr<SafetensorsContents> ReadSafetensors(const std::string& path);
 // (cheap check that a checkpoint part is complete).
 absl::Status CheckSafetensorsHeader(const std::string& path);
 
+// The "__metadata__" map of a valid file, without reading tensor data.
+absl::StatusOr<Metadata> ReadSafetensorsMetadata(const std::string& path);
+
 }  // namespace kp::ckpt
 
 #endif  // KP_RUNTIME_ENGINE_CHECKPOINT_SAFETENSORS_H_

@@ -38,9 +38,9 @@ absl::StatusOr<std::unique_ptr<Sampler>> Sampler::Create(std::shared_ptr<const T
     return bad(absl::StrCat("global_batch ", o.global_batch, " is not a positive multiple of dp_world ",
                             o.dp_world, " x grad_accum ", o.grad_accum));
   }
-  if (source->size() < static_cast<uint64_t>(o.seq_len) + 2) {
+  if (source->size() < static_cast<uint64_t>(o.seq_len) + 1) {
     return bad(absl::StrCat(source->name(), " holds ", source->size(),
-                            " tokens, fewer than seq_len + 2 = ", o.seq_len + 2));
+                            " tokens, fewer than seq_len + 1 = ", o.seq_len + 1));
   }
   return std::unique_ptr<Sampler>(new Sampler(std::move(source), o));
 }

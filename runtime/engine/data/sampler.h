@@ -35,7 +35,7 @@ class Sampler {
  public:
   // INVALID_ARGUMENT naming the field if global_batch is not a multiple of
   // dp_world * grad_accum, if a rank is out of range, or if the source holds
-  // fewer than seq_len + 2 tokens.
+  // fewer than seq_len + 1 tokens.
   static absl::StatusOr<std::unique_ptr<Sampler>> Create(std::shared_ptr<const TokenSource> source,
                                                          const SamplerOptions& options);
 
