@@ -25,7 +25,7 @@ absl::Status Compare(const at::Tensor& got, const at::Tensor& want, const std::s
   const double rtol = got.scalar_type() == at::kBFloat16 ? 2e-2
                       : got.scalar_type() == at::kFloat ? 1e-5
                                                         : 1e-12;
-  at::Tensor g = got.to(at::kDouble).reshape({-1}), w = want.to(at::kDouble).reshape({-1});
+  at::Tensor g = got.cpu().to(at::kDouble).reshape({-1}), w = want.to(at::kDouble).reshape({-1});
   if (g.numel() != w.numel()) {
     return absl::InternalError(absl::StrCat(what, " rank ", rank, ": numel ", g.numel(), " vs ",
                                             w.numel()));
@@ -51,7 +51,7 @@ at::Tensor Reference(const std::vector<at::Tensor>& ins, ReduceOp op) {
 
 }  // namespace
 
-absl::Status RunConformance(Communicator& comm, uint64_t seed) {
+absl::Status RunConformance(Communicator& comm, uint64_t seed, c10::Device device) {
   const int n = comm.size(), me = comm.rank();
   int call = 0;
   const int64_t kLen = 257;  // odd: no accidental alignment
@@ -66,7 +66,7 @@ absl::Status RunConformance(Communicator& comm, uint64_t seed) {
     for (auto op : {ReduceOp::kSum, ReduceOp::kAvg, ReduceOp::kMax, ReduceOp::kMin}) {
       const int c = call++;
       auto ins = all_inputs(c, kLen, dt);
-      at::Tensor t = ins[me].clone();
+      at::Tensor t = ins[me].to(device, /*non_blocking=*/false, /*copy=*/true);
       KP_RETURN_IF_ERROR(comm.AllReduce(t, op));
       // bf16 sums round after each addition, in an order the backend picks.
       KP_RETURN_IF_ERROR(Compare(t, Reference(ins, op),
@@ -81,7 +81,7 @@ absl::Status RunConformance(Communicator& comm, uint64_t seed) {
     std::vector<std::unique_ptr<Work>> works;
     for (int k = 0; k < 4; ++k) {
       ins.push_back(all_inputs(call++, kLen + k, at::kFloat));
-      ts.push_back(ins.back()[me].clone());
+      ts.push_back(ins.back()[me].to(device, false, true));
       works.push_back(comm.AllReduceAsync(ts.back(), ReduceOp::kSum));
     }
     for (int k = 3; k >= 0; --k) {
@@ -95,11 +95,12 @@ absl::Status RunConformance(Communicator& comm, uint64_t seed) {
   // AllGather, sync and async.
   for (int async = 0; async < 2; ++async) {
     auto ins = all_inputs(call++, kLen, at::kFloat);
-    at::Tensor out = at::empty({n, kLen}, at::kFloat);
+    at::Tensor out = at::empty({n, kLen}, at::TensorOptions(at::kFloat).device(device));
+    const at::Tensor in = ins[me].to(device);
     if (async) {
-      KP_RETURN_IF_ERROR(comm.AllGatherAsync(ins[me], out)->Wait());
+      KP_RETURN_IF_ERROR(comm.AllGatherAsync(in, out)->Wait());
     } else {
-      KP_RETURN_IF_ERROR(comm.AllGather(ins[me], out));
+      KP_RETURN_IF_ERROR(comm.AllGather(in, out));
     }
     KP_RETURN_IF_ERROR(Compare(out, at::stack(ins), async ? "AllGatherAsync" : "AllGather", me));
   }
@@ -107,8 +108,8 @@ absl::Status RunConformance(Communicator& comm, uint64_t seed) {
   // ReduceScatter: slice r of the sum.
   for (auto op : {ReduceOp::kSum, ReduceOp::kAvg}) {
     auto ins = all_inputs(call++, kLen * n, at::kFloat);
-    at::Tensor out = at::empty({kLen}, at::kFloat);
-    KP_RETURN_IF_ERROR(comm.ReduceScatter(ins[me], out, op));
+    at::Tensor out = at::empty({kLen}, at::TensorOptions(at::kFloat).device(device));
+    KP_RETURN_IF_ERROR(comm.ReduceScatter(ins[me].to(device), out, op));
     KP_RETURN_IF_ERROR(Compare(out, Reference(ins, op).narrow(0, me * kLen, kLen),
                                absl::StrCat("ReduceScatter ", OpName(op)), me));
   }
@@ -116,7 +117,7 @@ absl::Status RunConformance(Communicator& comm, uint64_t seed) {
   // Broadcast from the last rank.
   {
     auto ins = all_inputs(call++, kLen, at::kDouble);
-    at::Tensor t = ins[me].clone();
+    at::Tensor t = ins[me].to(device, /*non_blocking=*/false, /*copy=*/true);
     KP_RETURN_IF_ERROR(comm.Broadcast(t, n - 1));
     KP_RETURN_IF_ERROR(Compare(t, ins[n - 1], "Broadcast", me));
   }
@@ -124,8 +125,9 @@ absl::Status RunConformance(Communicator& comm, uint64_t seed) {
   // A ring: send to the right, receive from the left, twice in a row.
   for (int step = 0; step < 2; ++step) {
     auto ins = all_inputs(call++, kLen, at::kFloat);
-    at::Tensor got = at::empty({kLen}, at::kFloat);
-    KP_RETURN_IF_ERROR(comm.SendRecvAsync(ins[me], (me + 1) % n, got, (me + n - 1) % n)->Wait());
+    at::Tensor got = at::empty({kLen}, at::TensorOptions(at::kFloat).device(device));
+    KP_RETURN_IF_ERROR(
+        comm.SendRecvAsync(ins[me].to(device), (me + 1) % n, got, (me + n - 1) % n)->Wait());
     KP_RETURN_IF_ERROR(Compare(got, ins[(me + n - 1) % n], absl::StrCat("SendRecv ring ", step), me));
   }
 
@@ -149,7 +151,7 @@ absl::Status RunConformance(Communicator& comm, uint64_t seed) {
     auto ins = all_inputs(call++, kLen, at::kFloat);
     std::vector<at::Tensor> part;
     for (int r : members) part.push_back(ins[r]);
-    at::Tensor t = ins[me].clone();
+    at::Tensor t = ins[me].to(device, /*non_blocking=*/false, /*copy=*/true);
     KP_RETURN_IF_ERROR(sub->AllReduce(t, ReduceOp::kSum));
     KP_RETURN_IF_ERROR(Compare(t, Reference(part, ReduceOp::kSum), "AllReduce after Split", me));
     // The parent still works after the child was used.

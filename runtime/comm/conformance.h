@@ -7,6 +7,8 @@
 
 #include <cstdint>
 
+#include <c10/core/Device.h>
+
 #include "runtime/comm/communicator.h"
 #include "runtime/common/status.h"
 
@@ -16,7 +18,9 @@ namespace kp::comm::testing {
 // several async in flight), AllGather (+async), ReduceScatter, Broadcast,
 // a SendRecv ring, Barrier and Split (with an AllReduce inside each part).
 // Returns the first mismatch, naming the call, rank and dtype.
-absl::Status RunConformance(Communicator& comm, uint64_t seed);
+// Tensors live on `device` (CPU for gloo and fake, the rank's GPU for nccl).
+absl::Status RunConformance(Communicator& comm, uint64_t seed,
+                            c10::Device device = c10::Device(c10::kCPU));
 
 }  // namespace kp::comm::testing
 
