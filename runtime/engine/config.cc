@@ -217,11 +217,20 @@ absl::Status ParseData(Section s, DataConfig* d) {
   KP_RETURN_IF_ERROR(s.String("path", &d->path));
   Section b = s.Sub("builtin");
   KP_RETURN_IF_ERROR(b.CheckIsMap());
-  KP_RETURN_IF_ERROR(b.Int("order", &d->builtin.order, 0, 8));
-  KP_RETURN_IF_ERROR(b.Uint("seed", &d->builtin.seed));
-  KP_RETURN_IF_ERROR(b.Int("branching", &d->builtin.branching, 1));
-  KP_RETURN_IF_ERROR(b.Double("retrieval_fraction", &d->builtin.retrieval_fraction, 0.0, 1.0));
-  KP_RETURN_IF_ERROR(b.Int("alphabet", &d->builtin.alphabet, 2));
+  BuiltinCorpusConfig& c = d->builtin;
+  KP_RETURN_IF_ERROR(b.Uint("seed", &c.seed));
+  KP_RETURN_IF_ERROR(b.Int("num_symbols", &c.num_symbols, 2, 65000));
+  KP_RETURN_IF_ERROR(b.Int("order", &c.order, 0, 8));
+  KP_RETURN_IF_ERROR(b.Int("support", &c.support, 1));
+  KP_RETURN_IF_ERROR(b.Double("dirichlet_alpha", &c.dirichlet_alpha, 0.0, 1e6, true));
+  KP_RETURN_IF_ERROR(b.Double("uniform_floor", &c.uniform_floor, 0.0, 1.0));
+  KP_RETURN_IF_ERROR(b.Double("text_stop_prob", &c.text_stop_prob, 0.0, 1.0, true));
+  KP_RETURN_IF_ERROR(b.Double("retrieval_prob", &c.retrieval_prob, 0.0, 1.0));
+  KP_RETURN_IF_ERROR(b.Int("num_keys", &c.num_keys, 1, 65000));
+  KP_RETURN_IF_ERROR(b.Int("pairs", &c.pairs, 1));
+  KP_RETURN_IF_ERROR(b.Int("queries", &c.queries, 1));
+  KP_RETURN_IF_ERROR(b.Double("filler_stop_prob", &c.filler_stop_prob, 0.0, 1.0, true));
+  KP_RETURN_IF_ERROR(b.Int("num_tokens", &c.num_tokens, 1024));
   KP_RETURN_IF_ERROR(b.CheckNoUnknown());
   if (d->corpus == DataConfig::Corpus::kPath && d->path.empty()) {
     return s.Error("data.path", "required when data.corpus is 'path'");
@@ -288,10 +297,11 @@ absl::Status ValidateConfig(const Config& c) {
                    absl::StrCat("must be a multiple of 2 * parallel.cp (", 2 * c.parallel.cp,
                                 ") for the zigzag layout, got ", t.seq_len));
   }
-  if (c.data.corpus == DataConfig::Corpus::kBuiltin && c.data.builtin.alphabet > m.vocab_size) {
-    return Invalid(c, "data.builtin.alphabet",
-                   absl::StrCat("must be <= model.vocab_size (", m.vocab_size, "), got ",
-                                c.data.builtin.alphabet));
+  if (c.data.corpus == DataConfig::Corpus::kBuiltin &&
+      c.data.builtin.vocab_size() > m.vocab_size) {
+    return Invalid(c, "data.builtin.num_symbols",
+                   absl::StrCat("num_symbols + num_keys + 4 = ", c.data.builtin.vocab_size(),
+                                " must be <= model.vocab_size (", m.vocab_size, ")"));
   }
   return absl::OkStatus();
 }

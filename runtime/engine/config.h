@@ -63,17 +63,25 @@ struct ParallelConfig {
   CpMode cp_mode = CpMode::kAuto;
 };
 
-// The built-in corpus is generated (an order-k Markov source with seeded
-// transition tables, runtime/engine/data/), so its entropy rate is known.
+// The built-in corpus (runtime/engine/data/markov_corpus.h, whose CorpusSpec
+// these fields mirror): order-k Markov text with seeded transition tables,
+// optionally mixed with key/value retrieval segments, so its entropy rate is
+// known. Its vocabulary is num_symbols + num_keys + 4 (<= model.vocab_size).
 struct BuiltinCorpusConfig {
+  uint64_t seed = 1234;
+  int64_t num_symbols = 32;
   int64_t order = 2;
-  uint64_t seed = 1;
-  // How many likely successors each context has; fewer means lower entropy.
-  int64_t branching = 4;
-  // Fraction of sequences that carry a key early and its query late (0: off).
-  double retrieval_fraction = 0.0;
-  // Number of tokens the generator draws from (<= model.vocab_size).
-  int64_t alphabet = 256;
+  int64_t support = 6;
+  double dirichlet_alpha = 0.5;
+  double uniform_floor = 0.01;
+  double text_stop_prob = 1.0 / 256;
+  double retrieval_prob = 0.0;
+  int64_t num_keys = 32;
+  int64_t pairs = 8;
+  int64_t queries = 8;
+  double filler_stop_prob = 1.0 / 384;
+  int64_t num_tokens = 4 << 20;  // generated once, cached under run_dir
+  int64_t vocab_size() const { return num_symbols + num_keys + 4; }
 };
 
 struct DataConfig {

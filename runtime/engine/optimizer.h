@@ -1,0 +1,63 @@
+// AdamW with two parameter groups, the learning-rate schedule and global-norm
+// gradient clipping.
+//
+// Groups: weight decay on the projection matrices (every Linear weight,
+// including the LM head); none on RMSNorm gains and the token embedding
+// (tied or not): decaying a lookup table or a gain pulls rarely-seen rows and
+// per-channel scales towards zero without regularising anything useful.
+// Parameters are the fp32 master weights, so the optimizer state is fp32.
+#ifndef KP_RUNTIME_ENGINE_OPTIMIZER_H_
+#define KP_RUNTIME_ENGINE_OPTIMIZER_H_
+
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <torch/optim/adamw.h>
+
+#include "runtime/common/status.h"
+#include "runtime/engine/config.h"
+#include "runtime/engine/model.h"
+
+namespace kp::engine {
+
+// Linear warmup from lr/warmup to lr over warmup_steps, then a half cosine
+// from lr down to min_lr at the last step. step counts from 0.
+double LearningRate(const TrainingConfig& t, int64_t step);
+
+// sqrt(sum of squared gradient entries) over all params with a gradient,
+// accumulated in fp32 (fp64 for fp64 params). A 0-dim tensor on the params'
+// device: no host sync until the caller reads it.
+at::Tensor GlobalGradNorm(const std::vector<at::Tensor>& params);
+
+// Multiplies every gradient by `factor` (a 0-dim tensor, no host sync).
+void ScaleGradients(const std::vector<at::Tensor>& params, const at::Tensor& factor);
+
+class Optimizer {
+ public:
+  Optimizer(Transformer& model, const TrainingConfig& t);
+
+  void SetLearningRate(double lr);
+  void Step() { adamw_->step(); }
+  void ZeroGrad();
+  const std::vector<at::Tensor>& parameters() const { return params_; }
+
+  // The optimizer's state as named CPU-or-device tensors for a checkpoint:
+  // "<param name>.exp_avg", "<param name>.exp_avg_sq" and "<param name>.step"
+  // (int64 scalar). Empty before the first step.
+  std::map<std::string, at::Tensor> StateDict() const;
+  // Restores StateDict() output; INVALID_ARGUMENT naming the entry on a
+  // missing tensor or a shape mismatch.
+  absl::Status LoadStateDict(const std::map<std::string, at::Tensor>& state);
+
+ private:
+  std::vector<std::string> names_;
+  std::vector<at::Tensor> params_;
+  std::unique_ptr<torch::optim::AdamW> adamw_;
+};
+
+}  // namespace kp::engine
+
+#endif  // KP_RUNTIME_ENGINE_OPTIMIZER_H_

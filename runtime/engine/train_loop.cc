@@ -1,0 +1,132 @@
+#include "runtime/engine/train_loop.h"
+
+#include <chrono>
+#include <cmath>
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/engine/device.h"
+
+namespace kp::engine {
+namespace {
+
+absl::Status CheckBatch(const at::Tensor& batch, const TrainingConfig& t, int64_t step,
+                        int micro) {
+  if (batch.dim() != 2 || batch.size(0) != t.micro_batch || batch.size(1) != t.seq_len + 1 ||
+      batch.scalar_type() != at::kLong) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batch of step ", step, " micro-step ", micro, " has shape ", c10::str(batch.sizes()),
+        " and dtype ", c10::toString(batch.scalar_type()), "; expected int64 [",
+        t.micro_batch, ", ", t.seq_len + 1, "] (training.micro_batch, training.seq_len + 1)"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
+                                      Optimizer& optimizer, BatchSource& data,
+                                      GradientSync& sync, CheckpointSink* checkpoints,
+                                      MetricsSink& metrics, const TrainLoopOptions& options) {
+  const TrainingConfig& t = config.training;
+  const c10::Device device = options.device;
+  const AttentionContext whole = WholeSequenceContext(t.seq_len, device);
+  const int64_t tokens_per_step = t.micro_batch * t.seq_len * t.grad_accum * options.dp_world;
+  const double flops_per_token =
+      TrainingFlopsPerToken(config.model, model.NumParameters(/*include_embedding=*/false), t.seq_len);
+  TrainResult result;
+  double timed_tokens = 0, timed_seconds = 0;
+
+  for (int64_t step = options.start_step; step < options.end_step; ++step) {
+    const auto start = std::chrono::steady_clock::now();
+    const double lr = LearningRate(t, step);
+    optimizer.SetLearningRate(lr);
+    optimizer.ZeroGrad();
+
+    // Forward and backward over grad_accum micro-batches; each loss is scaled
+    // by 1/grad_accum so the accumulated gradient is that of the mean.
+    at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+    for (int micro = 0; micro < t.grad_accum; ++micro) {
+      KP_ASSIGN_OR_RETURN(at::Tensor batch, data.Batch(step, micro));
+      KP_RETURN_IF_ERROR(CheckBatch(batch, t, step, micro));
+      batch = batch.to(device);
+      at::Tensor inputs = batch.narrow(1, 0, t.seq_len);
+      at::Tensor targets = batch.narrow(1, 1, t.seq_len);
+      at::Tensor loss = model.Loss(inputs, targets, whole, t.loss_chunk_tokens);
+      sync.PrepareForBackward(/*last_micro_step=*/micro == t.grad_accum - 1);
+      (loss / static_cast<double>(t.grad_accum)).backward();
+      loss_sum += loss.detach().to(at::kDouble);
+    }
+
+    // Data parallel: after this every rank holds the same averaged gradients.
+    KP_RETURN_IF_ERROR(sync.Finish());
+
+    // NaN check before anything touches the weights. The decision uses the
+    // synchronised gradient norm, so every rank decides the same way.
+    at::Tensor grad_norm_t = GlobalGradNorm(optimizer.parameters());
+    const double grad_norm = grad_norm_t.item<double>();
+    const double loss = loss_sum.item<double>() / static_cast<double>(t.grad_accum);
+    const bool finite = std::isfinite(grad_norm) && std::isfinite(loss);
+    if (!finite && t.nan_policy == NanPolicy::kStop) {
+      return absl::InternalError(absl::StrCat(
+          "non-finite loss (", loss, ") or gradient norm (", grad_norm, ") at step ", step,
+          "; training.nan_policy is stop. The last checkpoint is untouched."));
+    }
+    if (finite) {
+      // Global-norm clipping: scale all gradients by clip / norm when above.
+      if (t.grad_clip > 0 && grad_norm > t.grad_clip) {
+        ScaleGradients(optimizer.parameters(),
+                       at::scalar_tensor(t.grad_clip / (grad_norm + 1e-6), grad_norm_t.options()));
+      }
+      optimizer.Step();
+    } else {
+      ++result.skipped_steps;  // nan_policy skip: no update, the data moves on
+    }
+    optimizer.ZeroGrad();
+
+    Synchronize(device);
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    StepMetrics m;
+    m.step = step;
+    m.loss = loss;
+    m.lr = lr;
+    m.grad_norm = grad_norm;
+    m.time_s = seconds;
+    m.tokens_per_s = static_cast<double>(tokens_per_step) / seconds;
+    m.mfu = options.peak_flops > 0
+                ? flops_per_token * m.tokens_per_s / (options.peak_flops * options.dp_world)
+                : 0.0;
+    m.peak_mem_bytes = PeakMemoryBytes(device);
+    m.skipped = !finite;
+    metrics.OnStep(m);
+    result.losses.push_back(finite ? loss : NAN);
+    if (step > options.start_step) {
+      timed_tokens += static_cast<double>(tokens_per_step);
+      timed_seconds += seconds;
+    }
+
+    // Periodic checkpoint (and one at the end). Parameters are finite here:
+    // a non-finite step changed nothing.
+    const bool last = step + 1 == options.end_step;
+    if (checkpoints != nullptr &&
+        (last || (t.checkpoint_every > 0 && (step + 1) % t.checkpoint_every == 0))) {
+      KP_RETURN_IF_ERROR(checkpoints->Save(step + 1, model, optimizer));
+    }
+  }
+
+  result.next_step = options.end_step;
+  int n = 0;
+  for (auto it = result.losses.rbegin(); it != result.losses.rend() && n < 10; ++it) {
+    if (std::isfinite(*it)) {
+      result.final_loss += *it;
+      ++n;
+    }
+  }
+  result.final_loss = n > 0 ? result.final_loss / n : NAN;
+  result.mean_tokens_per_s = timed_seconds > 0 ? timed_tokens / timed_seconds : 0.0;
+  return result;
+}
+
+}  // namespace kp::engine

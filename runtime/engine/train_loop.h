@@ -1,0 +1,75 @@
+// The training loop, readable top to bottom (train_loop.cc, TrainLoop):
+//   for step: lr schedule -> for each micro-step: batch -> forward/backward
+//   -> gradient sync (data parallel) -> NaN check (skip or stop) -> clip
+//   -> optimizer step -> metrics -> periodic checkpoint.
+// It talks to the rest of the system through the small interfaces below, so
+// it runs the same in a test (in-memory batches, no-op sync) and in kp-train
+// (the sampler, the data-parallel reducer, the checkpoint manager).
+#ifndef KP_RUNTIME_ENGINE_TRAIN_LOOP_H_
+#define KP_RUNTIME_ENGINE_TRAIN_LOOP_H_
+
+#include <cstdint>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+
+#include "runtime/common/status.h"
+#include "runtime/engine/config.h"
+#include "runtime/engine/metrics.h"
+#include "runtime/engine/model.h"
+#include "runtime/engine/optimizer.h"
+
+namespace kp::engine {
+
+// This rank's tokens for (step, micro_step): int64 [micro_batch, seq_len + 1]
+// (inputs are [:, :-1], targets [:, 1:]), on any device. Must be a pure
+// function of its arguments so a resumed run sees the same data.
+class BatchSource {
+ public:
+  virtual ~BatchSource() = default;
+  virtual absl::StatusOr<at::Tensor> Batch(int64_t step, int micro_step) = 0;
+};
+
+// Makes gradients agree across data-parallel ranks. The default does nothing
+// (one process). The data-parallel reducer (runtime/parallel/) overlaps its
+// all-reduce with backward: PrepareForBackward arms it before each
+// micro-step's backward; Finish waits for it after the last one.
+class GradientSync {
+ public:
+  virtual ~GradientSync() = default;
+  virtual void PrepareForBackward(bool last_micro_step) {}
+  virtual absl::Status Finish() { return absl::OkStatus(); }
+};
+
+// Saves the state after optimizer step next_step - 1 (so a resumed run
+// starts at next_step). Called only with finite parameters.
+class CheckpointSink {
+ public:
+  virtual ~CheckpointSink() = default;
+  virtual absl::Status Save(int64_t next_step, Transformer& model, Optimizer& optimizer) = 0;
+};
+
+struct TrainLoopOptions {
+  int64_t start_step = 0;  // first step to run (> 0 after a resume)
+  int64_t end_step = 0;    // one past the last step
+  c10::Device device = c10::kCPU;
+  int dp_world = 1;         // for tokens/s and MFU over all ranks
+  double peak_flops = 0;    // per device; 0: MFU reported as 0
+};
+
+struct TrainResult {
+  int64_t next_step = 0;     // where a resume would continue
+  std::vector<double> losses;  // per step run (NaN for skipped steps)
+  int64_t skipped_steps = 0;
+  double final_loss = 0;       // mean loss of the last min(10, steps) finite steps
+  double mean_tokens_per_s = 0;  // excluding the first step (warm-up)
+};
+
+absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
+                                      Optimizer& optimizer, BatchSource& data,
+                                      GradientSync& sync, CheckpointSink* checkpoints,
+                                      MetricsSink& metrics, const TrainLoopOptions& options);
+
+}  // namespace kp::engine
+
+#endif  // KP_RUNTIME_ENGINE_TRAIN_LOOP_H_
