@@ -1,6 +1,7 @@
 #include "runtime/engine/data/byte_tokenizer.h"
 
 #include <filesystem>
+#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/common/files.h"
@@ -27,14 +28,26 @@ absl::StatusOr<std::string> DecodeBytes(std::span<const uint32_t> tokens) {
 }
 
 absl::StatusOr<uint64_t> TokenizeFile(const std::string& in_path, const std::string& out_path) {
-  if (!std::filesystem::exists(in_path)) {
-    return absl::NotFoundError("tokenize: input " + in_path + " does not exist");
+  std::ifstream in(in_path, std::ios::binary);
+  if (!in) {
+    return std::filesystem::exists(in_path)
+               ? absl::PermissionDeniedError("tokenize: cannot read input " + in_path)
+               : absl::NotFoundError("tokenize: input " + in_path + " does not exist");
   }
-  KP_ASSIGN_OR_RETURN(std::string text, ReadFile(in_path));
-  if (text.empty()) return absl::InvalidArgumentError("tokenize: input " + in_path + " is empty");
-  const std::vector<uint32_t> tokens = EncodeBytes(text);
-  KP_RETURN_IF_ERROR(WriteTokenFile(out_path, tokens, kByteVocabSize));
-  return tokens.size();
+  KP_ASSIGN_OR_RETURN(std::unique_ptr<TokenFileWriter> out,
+                      TokenFileWriter::Create(out_path, kByteVocabSize));
+  // Chunks keep memory flat for inputs of any size.
+  std::string chunk(1 << 20, '\0');
+  while (in) {
+    in.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    const std::streamsize n = in.gcount();
+    if (n <= 0) break;
+    KP_RETURN_IF_ERROR(out->Append(EncodeBytes(std::string_view(chunk.data(), static_cast<size_t>(n)))));
+  }
+  if (in.bad()) return absl::DataLossError("tokenize: read error in " + in_path);
+  if (out->num_tokens() == 0) return absl::InvalidArgumentError("tokenize: input " + in_path + " is empty");
+  KP_RETURN_IF_ERROR(out->Finish());
+  return out->num_tokens();
 }
 
 }  // namespace kp::data

@@ -10,6 +10,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <random>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -43,6 +44,18 @@ T Get(const uint8_t* p, size_t off) {
   return v;
 }
 
+absl::Status WriteAll(int fd, std::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::InternalError("token file: write " + path + ": " + std::strerror(errno));
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
 uint32_t Crc(const uint8_t* p, size_t n) {
   return static_cast<uint32_t>(crc32(0L, p, static_cast<uInt>(n)));
 }
@@ -53,35 +66,83 @@ TokenDtype DtypeForVocab(uint32_t vocab_size) {
   return vocab_size <= 65536 ? TokenDtype::kUint16 : TokenDtype::kUint32;
 }
 
-absl::Status WriteTokenFile(const std::string& path, std::span<const uint32_t> tokens,
-                            uint32_t vocab_size) {
+absl::StatusOr<std::unique_ptr<TokenFileWriter>> TokenFileWriter::Create(const std::string& path,
+                                                                          uint32_t vocab_size) {
   if (vocab_size == 0) return absl::InvalidArgumentError("token file " + path + ": vocab_size is 0");
-  const TokenDtype dtype = DtypeForVocab(vocab_size);
-  const uint32_t width = Width(dtype);
-  std::string buf(kTokenFileHeaderSize + tokens.size() * width, '\0');
-  std::memcpy(buf.data(), kMagic, 8);
-  Put<uint32_t>(buf, 8, kVersion);
-  Put<uint32_t>(buf, 12, static_cast<uint32_t>(dtype));
-  Put<uint32_t>(buf, 16, vocab_size);
-  Put<uint32_t>(buf, 20, static_cast<uint32_t>(kTokenFileHeaderSize));
-  Put<uint64_t>(buf, 24, tokens.size());
-  Put<uint32_t>(buf, kCrcOffset, Crc(reinterpret_cast<const uint8_t*>(buf.data()), kCrcOffset));
-  char* out = buf.data() + kTokenFileHeaderSize;
+  std::unique_ptr<TokenFileWriter> w(new TokenFileWriter());
+  w->path_ = path;
+  std::random_device rd;
+  w->tmp_ = absl::StrCat(path, ".tmp.", ::getpid(), ".", rd());
+  w->vocab_size_ = vocab_size;
+  w->dtype_ = DtypeForVocab(vocab_size);
+  w->fd_ = ::open(w->tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  if (w->fd_ < 0) return absl::InternalError("token file: create " + w->tmp_ + ": " + std::strerror(errno));
+  // The header is written last, once num_tokens is known.
+  KP_RETURN_IF_ERROR(WriteAll(w->fd_, std::string(kTokenFileHeaderSize, '\0'), w->tmp_));
+  return w;
+}
+
+TokenFileWriter::~TokenFileWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+absl::Status TokenFileWriter::Append(std::span<const uint32_t> tokens) {
+  if (fd_ < 0) return absl::FailedPreconditionError("token file " + path_ + ": writer already finished");
+  const uint32_t width = Width(dtype_);
+  buf_.resize(tokens.size() * width);
   for (size_t i = 0; i < tokens.size(); ++i) {
     const uint32_t t = tokens[i];
-    if (t >= vocab_size) {
-      return absl::InvalidArgumentError(absl::StrCat("token file ", path, ": token ", t,
-                                                     " at position ", i, " is >= vocab_size ",
-                                                     vocab_size));
+    if (t >= vocab_size_) {
+      return absl::InvalidArgumentError(absl::StrCat("token file ", path_, ": token ", t, " at position ",
+                                                     num_tokens_ + i, " is >= vocab_size ", vocab_size_));
     }
     if (width == 2) {
-      const uint16_t s = static_cast<uint16_t>(t);
-      std::memcpy(out + 2 * i, &s, 2);
+      const uint16_t v = static_cast<uint16_t>(t);
+      std::memcpy(buf_.data() + 2 * i, &v, 2);
     } else {
-      std::memcpy(out + 4 * i, &t, 4);
+      std::memcpy(buf_.data() + 4 * i, &t, 4);
     }
   }
-  return WriteFileAtomically(path, buf);
+  KP_RETURN_IF_ERROR(WriteAll(fd_, buf_, tmp_));
+  num_tokens_ += tokens.size();
+  return absl::OkStatus();
+}
+
+absl::Status TokenFileWriter::Finish() {
+  if (fd_ < 0) return absl::FailedPreconditionError("token file " + path_ + ": writer already finished");
+  std::string h(kTokenFileHeaderSize, '\0');
+  std::memcpy(h.data(), kMagic, 8);
+  Put<uint32_t>(h, 8, kVersion);
+  Put<uint32_t>(h, 12, static_cast<uint32_t>(dtype_));
+  Put<uint32_t>(h, 16, vocab_size_);
+  Put<uint32_t>(h, 20, static_cast<uint32_t>(kTokenFileHeaderSize));
+  Put<uint64_t>(h, 24, num_tokens_);
+  Put<uint32_t>(h, kCrcOffset, Crc(reinterpret_cast<const uint8_t*>(h.data()), kCrcOffset));
+  if (::pwrite(fd_, h.data(), h.size(), 0) != static_cast<ssize_t>(h.size())) {
+    return absl::InternalError("token file: write header " + tmp_ + ": " + std::strerror(errno));
+  }
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    ::unlink(tmp_.c_str());
+    return absl::InternalError("token file: close " + tmp_ + ": " + std::strerror(errno));
+  }
+  absl::Status s = CommitFile(tmp_, path_);
+  if (!s.ok()) ::unlink(tmp_.c_str());
+  return s;
+}
+
+absl::Status WriteTokenFile(const std::string& path, std::span<const uint32_t> tokens,
+                            uint32_t vocab_size) {
+  KP_ASSIGN_OR_RETURN(std::unique_ptr<TokenFileWriter> w, TokenFileWriter::Create(path, vocab_size));
+  constexpr size_t kChunk = 1 << 20;
+  for (size_t i = 0; i < tokens.size(); i += kChunk) {
+    KP_RETURN_IF_ERROR(w->Append(tokens.subspan(i, std::min(kChunk, tokens.size() - i))));
+  }
+  return w->Finish();
 }
 
 absl::StatusOr<std::unique_ptr<TokenFile>> TokenFile::Open(const std::string& path) {

@@ -36,6 +36,32 @@ TokenDtype DtypeForVocab(uint32_t vocab_size);
 absl::Status WriteTokenFile(const std::string& path, std::span<const uint32_t> tokens,
                             uint32_t vocab_size);
 
+// Streams tokens into a temporary file beside `path`; Finish() writes the
+// header and renames the file into place, so memory stays flat for corpora
+// of any size. A writer destroyed before Finish() removes its temporary file.
+class TokenFileWriter {
+ public:
+  static absl::StatusOr<std::unique_ptr<TokenFileWriter>> Create(const std::string& path,
+                                                                 uint32_t vocab_size);
+  ~TokenFileWriter();
+  TokenFileWriter(const TokenFileWriter&) = delete;
+  TokenFileWriter& operator=(const TokenFileWriter&) = delete;
+
+  // INVALID_ARGUMENT naming the position if a token is >= vocab_size.
+  absl::Status Append(std::span<const uint32_t> tokens);
+  absl::Status Finish();
+  uint64_t num_tokens() const { return num_tokens_; }
+
+ private:
+  TokenFileWriter() = default;
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint32_t vocab_size_ = 0;
+  TokenDtype dtype_ = TokenDtype::kUint16;
+  uint64_t num_tokens_ = 0;
+  std::string buf_;
+};
+
 class TokenFile final : public TokenSource {
  public:
   // Maps the file and validates it: NOT_FOUND if missing; DATA_LOSS if the

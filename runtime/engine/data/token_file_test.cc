@@ -130,3 +130,39 @@ TEST(TokenFile, ReadChecksTokensOutsideTheOpenWindows) {
 
 }  // namespace
 }  // namespace kp::data
+
+namespace kp::data {
+namespace {
+
+TEST(TokenFileWriter, StreamsInChunksAndCleansUpWhenAbandoned) {
+  const std::string path = TmpPath("stream.tok");
+  const auto tokens = RandomTokens(30001, 5000, 9);
+  {
+    auto w = TokenFileWriter::Create(path, 5000);
+    ASSERT_TRUE(w.ok()) << w.status();
+    for (size_t i = 0; i < tokens.size(); i += 7000) {
+      ASSERT_TRUE((*w)->Append(std::span(tokens).subspan(i, std::min<size_t>(7000, tokens.size() - i))).ok());
+    }
+    EXPECT_FALSE(std::filesystem::exists(path));  // nothing visible before Finish
+    ASSERT_TRUE((*w)->Finish().ok());
+    EXPECT_FALSE((*w)->Append(tokens).ok());
+  }
+  auto f = TokenFile::Open(path);
+  ASSERT_TRUE(f.ok()) << f.status();
+  ASSERT_EQ((*f)->size(), tokens.size());
+  for (size_t i = 0; i < tokens.size(); ++i) ASSERT_EQ((*f)->at(i), tokens[i]);
+
+  const std::string abandoned = TmpPath("abandoned.tok");
+  {
+    auto w = TokenFileWriter::Create(abandoned, 10);
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE((*w)->Append(std::vector<uint32_t>{1, 2, 3}).ok());
+    EXPECT_EQ((*w)->Append(std::vector<uint32_t>{4, 10}).code(), absl::StatusCode::kInvalidArgument);
+  }
+  for (const auto& e : std::filesystem::directory_iterator(TmpPath(""))) {
+    EXPECT_EQ(e.path().filename().string().find("abandoned.tok"), std::string::npos) << e.path();
+  }
+}
+
+}  // namespace
+}  // namespace kp::data
