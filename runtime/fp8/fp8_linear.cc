@@ -34,7 +34,8 @@ struct Fp8MatmulFunction : public torch::autograd::Function<Fp8MatmulFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x2d, const at::Tensor& weight,
                             const at::Tensor& amax_history, const at::Tensor& scale,
                             const at::Tensor& scale_inv, const at::Tensor& underflow,
-                            const at::Tensor& pending_update, int64_t recipe, int64_t margin) {
+                            const at::Tensor& pending_update, int64_t recipe, int64_t margin,
+                            bool fast_accum) {
     Fp8LayerState s;
     s.amax_history = amax_history;
     s.scale = scale;
@@ -49,7 +50,7 @@ struct Fp8MatmulFunction : public torch::autograd::Function<Fp8MatmulFunction> {
     // saved copies with the scales they were made with.
     const at::Tensor inv = scale_inv.clone();
     at::Tensor y = at::_scaled_mm(cx.data, cw.data.t(), inv[kRoleX], inv[kRoleW], std::nullopt,
-                                  std::nullopt, x2d.scalar_type());
+                                  std::nullopt, x2d.scalar_type(), fast_accum);
     ctx->save_for_backward({cx.data_t, cw.data_t, inv});
     ctx->saved_data["amax_history"] = amax_history;
     ctx->saved_data["scale"] = scale;
@@ -88,7 +89,7 @@ struct Fp8MatmulFunction : public torch::autograd::Function<Fp8MatmulFunction> {
       if (weight_dtype != at::kFloat) dw = dw.to(weight_dtype);
     }
     s.pending_update.fill_(1);
-    return {dx, dw, {}, {}, {}, {}, {}, {}, {}};
+    return {dx, dw, {}, {}, {}, {}, {}, {}, {}, {}};
   }
 };
 
@@ -199,7 +200,8 @@ at::Tensor Fp8Linear::Forward(const at::Tensor& x) {
   if (state_.pending_update.item<int64_t>() != 0) EndStep();
   at::Tensor y = Fp8MatmulFunction::apply(
       x2d, weight_, state_.amax_history, state_.scale, state_.scale_inv, state_.underflow,
-      state_.pending_update, static_cast<int64_t>(options_.recipe), options_.margin);
+      state_.pending_update, static_cast<int64_t>(options_.recipe), options_.margin,
+      options_.fast_accum_forward);
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = out_;
   return y.view(shape);

@@ -41,9 +41,10 @@ engine::LinearSpec Spec(const std::string& name, int64_t in, int64_t out) {
   return s;
 }
 
-std::shared_ptr<Fp8Session> GpuSession(Fp8Recipe recipe) {
+std::shared_ptr<Fp8Session> GpuSession(Fp8Recipe recipe, bool fast_accum = true) {
   Fp8Options o;
   o.recipe = recipe;
+  o.fast_accum_forward = fast_accum;
   o.amax_history_len = 4;
   auto s = Fp8Session::Create(o, QueryCudaDevice(0));
   KP_CHECK(s.ok());
@@ -143,7 +144,7 @@ TEST(Fp8LinearGpu, ForwardAndBackwardWithinFp8ToleranceOfBf16) {
 TEST(Fp8LinearGpu, MatchesCpuEmulationAcrossSteps) {
   KP_SKIP_WITHOUT_FP8_GPU();
   for (Fp8Recipe recipe : {Fp8Recipe::kDelayed, Fp8Recipe::kCurrent}) {
-    auto gs = GpuSession(recipe);
+    auto gs = GpuSession(recipe, /*fast_accum=*/false);  // full accumulation, as on the CPU
     auto cs = CpuSession(recipe);
     engine::LinearContext gctx = Context(at::kCUDA, at::kFloat, 41);
     engine::LinearContext cctx = Context(at::kCPU, at::kFloat, 41);

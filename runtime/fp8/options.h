@@ -41,6 +41,10 @@ struct Fp8Options {
   // FP8 is kept only where it is at least this much faster than BF16
   // (bf16_time / fp8_time >= min_speedup).
   double min_speedup = 1.0;
+  // cuBLASLt's fast accumulation for the forward GEMM (as torchao and
+  // Transformer Engine do: faster, slightly less precise); the two backward
+  // GEMMs always accumulate fully.
+  bool fast_accum_forward = true;
   // Tests only: run FP8 on CPU through the reference cast and ATen's CPU
   // _scaled_mm (slow, exact same rounding). Jobs never set this.
   bool allow_cpu_emulation = false;
