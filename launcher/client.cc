@@ -14,6 +14,7 @@ absl::StatusOr<std::unique_ptr<CoordinatorClient>> CoordinatorClient::Connect(co
 std::unique_ptr<grpc::ClientContext> CoordinatorClient::Context(bool streaming) {
   auto ctx = std::make_unique<grpc::ClientContext>();
   rpc::AddBearer(ctx.get(), options_.token);
+  ctx->set_wait_for_ready(options_.wait_for_ready);
   if (!streaming) {
     ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(options_.rpc_timeout_ms));
   }

@@ -18,6 +18,9 @@ struct ClientOptions {
   std::string token;
   std::string tls_ca_file;
   int rpc_timeout_ms = 10000;
+  // Wait (up to the timeout) for an unreachable coordinator instead of
+  // failing at once: for daemons and tests that expect it to come (back) up.
+  bool wait_for_ready = false;
 };
 
 class CoordinatorClient {

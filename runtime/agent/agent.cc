@@ -15,6 +15,9 @@ Agent::Agent(AgentOptions options, Supervisor* supervisor)
 std::unique_ptr<grpc::ClientContext> Agent::Context() {
   auto ctx = std::make_unique<grpc::ClientContext>();
   rpc::AddBearer(ctx.get(), options_.token);
+  // Through a coordinator restart, wait for the channel to reconnect rather
+  // than fail at once and sit out gRPC's reconnect backoff.
+  ctx->set_wait_for_ready(true);
   ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(options_.rpc_timeout_ms));
   return ctx;
 }

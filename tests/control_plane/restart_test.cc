@@ -50,7 +50,7 @@ class CoordinatorProcess {
     auto h = launcher_.Start(spec);
     ASSERT_TRUE(h.ok()) << h.status();
     handle_ = *h;
-    auto client = *launcher::CoordinatorClient::Connect({address(), kToken, "", 1000});
+    auto client = *launcher::CoordinatorClient::Connect({address(), kToken, "", 1000, /*wait_for_ready=*/true});
     for (int i = 0; i < 200; ++i) {
       if (client->List().ok()) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -76,7 +76,7 @@ TEST(CoordinatorRestart, SigkillLosesNoJobAndRunningWorkersContinue) {
   const std::string dir = TempDir("restart");
   CoordinatorProcess coordinator(dir, FreePort());
   coordinator.Start();
-  auto client = *launcher::CoordinatorClient::Connect({coordinator.address(), kToken, "", 5000});
+  auto client = *launcher::CoordinatorClient::Connect({coordinator.address(), kToken, "", 5000, true});
 
   // Phase 1: three jobs queued (no agent yet), then SIGKILL.
   std::vector<std::string> ids;
