@@ -3,13 +3,22 @@
 #include <limits>
 
 #include <ATen/ATen.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include "kernels/attention_merge.h"
 #include "runtime/common/status.h"
 
 namespace kp::parallel {
 namespace {
+
+// The current CUDA stream through c10's device-generic interface, so this
+// library links libtorch_cpu only: libtorch_cuda exports a bundled copy of
+// gloo's symbols that would interpose on Debian's libgloo in any binary that
+// also links the Gloo communicator (seen: broken gloo rendezvous).
+cudaStream_t CurrentStream(const at::Tensor& t) {
+  const c10::impl::DeviceGuardImplInterface* impl = c10::impl::getDeviceGuardImpl(c10::kCUDA);
+  return static_cast<cudaStream_t>(impl->getStream(t.device()).native_handle());
+}
 
 bool UseFusedKernel(const MergeAccumulator& acc, int64_t row_offset, const at::Tensor& blk_out,
                     const at::Tensor& blk_lse) {
@@ -26,7 +35,7 @@ void MergeFused(MergeAccumulator& acc, const at::Tensor& blk_out, const at::Tens
   const cudaError_t err = kernels::MergeAttentionBlock(
       acc.out.data_ptr<float>(), acc.lse.data_ptr<float>(), dim, blk_out.data_ptr(),
       blk_out.scalar_type() == at::kFloat ? kernels::DType::kFloat32 : kernels::DType::kBFloat16,
-      blk_lse.data_ptr<float>(), dim, rows, dim, at::cuda::getCurrentCUDAStream().stream());
+      blk_lse.data_ptr<float>(), dim, rows, dim, CurrentStream(acc.out));
   TORCH_CHECK(err == cudaSuccess, "MergeAttentionBlock failed: ", cudaGetErrorString(err));
 }
 
