@@ -195,7 +195,14 @@ absl::StatusOr<int> RunClusterNode(const LaunchOptions& o, const NodeRole& role)
   roots.checkpoint_root = Absolute(o.checkpoint_root.empty() ? run_root + "/checkpoints" : o.checkpoint_root);
   KP_RETURN_IF_ERROR(MakeDirs(roots.checkpoint_root));
   v1::JobSpec spec = o.spec;
-  if (role.resume) spec.mutable_checkpoint()->set_resume(true);
+  if (role.resume) {
+    if (spec.checkpoint().dir().empty()) {
+      std::fprintf(stderr, "%s: asked to resume, but the job has no checkpoint.dir: starting from step 0\n",
+                   prefix.c_str());
+    } else {
+      spec.mutable_checkpoint()->set_resume(true);
+    }
+  }
   (*spec.mutable_labels())[kLaunchLabel] = LaunchLabelValue(role);
   KP_RETURN_IF_ERROR(coordinator::ValidateJobSpec(spec, roots));
 
@@ -267,7 +274,7 @@ absl::StatusOr<int> RunClusterNode(const LaunchOptions& o, const NodeRole& role)
     KP_ASSIGN_OR_RETURN(v1::JobStatus job, client->Submit(spec));
     std::printf("%s: job %s (%s), %d rank(s) on %d node(s)%s\n", prefix.c_str(), job.job_id().c_str(),
                 spec.name().c_str(), spec.dp() * spec.cp(), role.num_nodes,
-                role.resume ? ", resuming from the newest checkpoint" : "");
+                spec.checkpoint().resume() ? ", resuming from the newest checkpoint" : "");
     std::fflush(stdout);
     std::atomic<bool> watching{true};
     std::thread canceller([&] {
