@@ -1,0 +1,218 @@
+// Attention fwd+bwd on one GPU, all sides in one run, as JSON lines:
+//   sdpa         at::scaled_dot_product_attention(causal) with autograd
+//   local_cudnn  kp's local attention with LSE (one causal cuDNN call)
+//   local_flash  the same through flash attention
+//   cp1          ContextParallelAttention with cp = 1 (the pass-through)
+//   cp_sim       simulated CP, cp = 2, 4, 8: every rank's zigzag ring
+//                schedule (attention calls, LSE merges, dK/dV accumulation,
+//                K/V packing) run in turn on this GPU, no communication
+// FLOPs: causal forward 4*B*H*T^2*D/2, fwd+bwd 2.5x that (the backward
+// counted as 1.5x the forward). "efficiency" of cp_sim = time of local_cudnn
+// at the same total length / time of the simulation (same backend, cuDNN).
+// Usage: cp_attention_bench [--seqs 32768,65536,131072] [--heads 16]
+//        [--kv-heads 16] [--dim 128] [--iters 3] [--quick]
+// GPU only: exits 2 with the reason elsewhere.
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <ATen/ATen.h>
+#include <c10/core/impl/DeviceGuardImplInterface.h>
+#include <cuda_runtime_api.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include "runtime/parallel/cp_attention.h"
+#include "runtime/parallel/cp_simulation.h"
+#include "runtime/parallel/local_attention.h"
+#include "runtime/parallel/zigzag.h"
+
+namespace kp::parallel {
+namespace {
+
+struct Flags {
+  std::vector<int64_t> seqs = {32768, 65536, 131072};
+  std::vector<int> cps = {2, 4, 8};
+  int64_t heads = 16, kv_heads = 16, dim = 128, batch = 1;
+  int iters = 3;
+};
+
+cudaStream_t CurrentStream() {
+  const auto* impl = c10::impl::getDeviceGuardImpl(c10::kCUDA);
+  return static_cast<cudaStream_t>(impl->getStream(at::Device(at::kCUDA, 0)).native_handle());
+}
+
+// Mean milliseconds of fn over iters runs after one warm-up, with events on
+// ATen's current stream.
+double TimeMs(const std::function<void()>& fn, int iters) {
+  fn();
+  cudaStream_t stream = CurrentStream();
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  cudaEventRecord(a, stream);
+  for (int i = 0; i < iters; ++i) fn();
+  cudaEventRecord(b, stream);
+  cudaEventSynchronize(b);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return ms / iters;
+}
+
+std::string Header(const std::string& device) {
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof(date), "%Y-%m-%d", std::gmtime(&now));
+  return "\"device\": \"" + device + "\", \"date\": \"" + date + "\"";
+}
+
+void Emit(const std::string& header, const std::string& impl, const std::string& backend, int cp,
+          const Flags& f, int64_t seq, double ms, double efficiency) {
+  const double fwd = 4.0 * f.batch * f.heads * static_cast<double>(seq) * seq * f.dim / 2.0;
+  const double tflops = 2.5 * fwd / (ms * 1e-3) / 1e12;
+  std::printf(
+      "{\"bench\": \"cp_attention\", \"impl\": \"%s\", \"backend\": \"%s\", \"cp\": %d, "
+      "\"seq\": %lld, \"batch\": %lld, \"heads\": %lld, \"kv_heads\": %lld, \"head_dim\": %lld, "
+      "\"fwd_bwd_ms\": %.3f, \"tflops\": %.1f, \"flops_formula\": \"2.5*4*B*H*T^2*D/2\"%s, %s}\n",
+      impl.c_str(), backend.c_str(), cp, static_cast<long long>(seq),
+      static_cast<long long>(f.batch), static_cast<long long>(f.heads),
+      static_cast<long long>(f.kv_heads), static_cast<long long>(f.dim), ms, tflops,
+      efficiency > 0 ? (", \"efficiency_vs_full\": " + std::to_string(efficiency)).c_str() : "",
+      header.c_str());
+  std::fflush(stdout);
+}
+
+std::vector<int64_t> ParseList(const char* s) {
+  std::vector<int64_t> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) out.push_back(std::stoll(item));
+  return out;
+}
+
+int Run(const Flags& f) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess || count == 0) {
+    std::fprintf(stderr, "cp_attention_bench: no usable CUDA device\n");
+    return 2;
+  }
+  cudaDeviceProp prop;
+  cudaGetDeviceProperties(&prop, 0);
+  const std::string header = Header(prop.name);
+  const at::TensorOptions o = at::TensorOptions().device(at::kCUDA).dtype(at::kBFloat16);
+
+  for (int64_t seq : f.seqs) {
+    const at::Tensor q0 = at::randn({f.batch, f.heads, seq, f.dim}, o);
+    const at::Tensor k0 = at::randn({f.batch, f.kv_heads, seq, f.dim}, o);
+    const at::Tensor v0 = at::randn({f.batch, f.kv_heads, seq, f.dim}, o);
+    const at::Tensor dout = at::randn({f.batch, f.heads, seq, f.dim}, o);
+    at::Tensor q = q0.clone().set_requires_grad(true);
+    at::Tensor k = k0.clone().set_requires_grad(true);
+    at::Tensor v = v0.clone().set_requires_grad(true);
+    auto clear = [&] {
+      q.mutable_grad().reset();
+      k.mutable_grad().reset();
+      v.mutable_grad().reset();
+    };
+
+    if (f.kv_heads == f.heads) {
+      const double ms = TimeMs(
+          [&] {
+            clear();
+            at::Tensor out = at::scaled_dot_product_attention(q, k, v, {}, 0.0, true);
+            torch::autograd::backward({out}, {dout});
+          },
+          f.iters);
+      Emit(header, "sdpa", "aten-choice", 1, f, seq, ms, 0);
+    }
+    double full_cudnn_ms = 0;
+    for (AttnBackend backend : {AttnBackend::kCudnn, AttnBackend::kFlash}) {
+      LocalAttentionOptions lo;
+      lo.backend = backend;
+      const double ms = TimeMs(
+          [&] {
+            clear();
+            at::Tensor out = std::get<0>(CausalAttentionWithLse(q, k, v, lo));
+            torch::autograd::backward({out}, {dout});
+          },
+          f.iters);
+      if (backend == AttnBackend::kCudnn) full_cudnn_ms = ms;
+      Emit(header, "local_" + AttnBackendName(backend), AttnBackendName(backend), 1, f, seq, ms,
+           0);
+    }
+    {
+      CpOptions co;
+      co.backend = AttnBackend::kCudnn;
+      const double ms = TimeMs(
+          [&] {
+            clear();
+            at::Tensor out = *ContextParallelAttention(q, k, v, nullptr, co);
+            torch::autograd::backward({out}, {dout});
+          },
+          f.iters);
+      Emit(header, "cp1", "cudnn", 1, f, seq, ms, full_cudnn_ms / ms);
+    }
+    clear();
+    for (int cp : f.cps) {
+      if (seq % (2 * cp) != 0) continue;
+      std::vector<at::Tensor> qs, ks, vs, ds;
+      for (int r = 0; r < cp; ++r) {
+        qs.push_back(*ZigzagShard(q0, 2, cp, r));
+        ks.push_back(*ZigzagShard(k0, 2, cp, r));
+        vs.push_back(*ZigzagShard(v0, 2, cp, r));
+        ds.push_back(*ZigzagShard(dout, 2, cp, r));
+      }
+      LocalAttentionOptions lo;
+      lo.backend = AttnBackend::kCudnn;
+      const double ms = TimeMs([&] { SimulateRingAttention(qs, ks, vs, ds, lo); }, f.iters);
+      Emit(header, "cp_sim", "cudnn", cp, f, seq, ms, full_cudnn_ms / ms);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace kp::parallel
+
+int main(int argc, char** argv) {
+  kp::parallel::Flags f;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    auto next = [&]() -> const char* {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(1);
+      }
+      return argv[++i];
+    };
+    if (a == "--seqs") {
+      f.seqs = kp::parallel::ParseList(next());
+    } else if (a == "--cps") {
+      f.cps.clear();
+      for (int64_t c : kp::parallel::ParseList(next())) f.cps.push_back(static_cast<int>(c));
+    } else if (a == "--heads") {
+      f.heads = std::stoll(next());
+    } else if (a == "--kv-heads") {
+      f.kv_heads = std::stoll(next());
+    } else if (a == "--dim") {
+      f.dim = std::stoll(next());
+    } else if (a == "--iters") {
+      f.iters = std::stoi(next());
+    } else if (a == "--quick") {
+      f.seqs = {8192};
+      f.iters = 2;
+    } else {
+      std::fprintf(stderr,
+                   "usage: cp_attention_bench [--seqs 32768,65536,131072] [--cps 2,4,8] "
+                   "[--heads 16] [--kv-heads 16] [--dim 128] [--iters 3] [--quick]\n");
+      return 1;
+    }
+  }
+  return kp::parallel::Run(f);
+}
