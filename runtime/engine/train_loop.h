@@ -63,6 +63,9 @@ struct TrainResult {
   int64_t skipped_steps = 0;
   double final_loss = 0;       // mean loss of the last min(10, steps) finite steps
   double mean_tokens_per_s = 0;  // excluding the first step (warm-up)
+  // The data's entropy rate in nats/token when known (the built-in corpus;
+  // filled by RunTraining), else 0: the loss a perfect model reaches.
+  double entropy_rate = 0;
 };
 
 absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,

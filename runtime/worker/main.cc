@@ -1,0 +1,52 @@
+// kp-train: one training worker. Every failure (bad flags, bad config,
+// missing data, a checkpoint that does not fit, a NaN under nan_policy stop)
+// ends with a message naming the cause and a nonzero exit status.
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "absl/strings/str_format.h"
+#include "runtime/engine/log.h"
+#include "runtime/worker/run_training.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"kp-train: trains a transformer from a kp config (configs/README.md)"};
+  std::string config_path;
+  kp::worker::RunOptions o;
+  int64_t steps = 0;
+  app.add_option("--config", config_path, "YAML config file")->required();
+  app.add_option("--run_dir", o.run_dir, "checkpoints, corpus cache, metrics")->required();
+  app.add_option("--steps", steps, "override training.steps");
+  app.add_option("--device", o.device, "cpu | cuda | auto")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
+  app.add_option("--rank", o.rank, "data-parallel rank");
+  app.add_option("--world_size", o.world_size, "number of ranks");
+  app.add_option("--local_rank", o.local_rank, "CUDA device index on this node");
+  app.add_option("--rendezvous", o.rendezvous, "shared directory for the ranks' file store");
+  app.add_option("--metrics_jsonl", o.metrics_jsonl, "per-step JSON lines (default run_dir/metrics.jsonl)");
+  app.add_flag("--resume", o.resume, "continue from the newest complete checkpoint in run_dir");
+  app.add_option("--threads", o.threads, "CPU intra-op threads (0: libtorch default)");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  kp::engine::InitProcessLogging("kp-train", o.world_size > 1 ? o.rank : -1);
+  if (steps > 0) o.steps = steps;
+
+  auto config = kp::engine::LoadConfigFile(config_path);
+  if (!config.ok()) {
+    kp::engine::LogError(config.status().ToString());
+    return 2;
+  }
+  auto result = kp::worker::RunTraining(*config, o);
+  if (!result.ok()) {
+    kp::engine::LogError("training failed: " + result.status().ToString());
+    return 1;
+  }
+  kp::engine::LogInfo(absl::StrFormat("done: %d steps, final loss %.4f, %.0f tokens/s, %d skipped",
+                                      result->next_step, result->final_loss,
+                                      result->mean_tokens_per_s, result->skipped_steps));
+  return 0;
+}

@@ -1,0 +1,311 @@
+#include "runtime/worker/run_training.h"
+
+#include <algorithm>
+#include <functional>
+#include <memory>
+#include <utility>
+
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "runtime/comm/factory.h"
+#include "runtime/comm/store.h"
+#include "runtime/common/files.h"
+#include "runtime/engine/checkpoint/checkpoint_manager.h"
+#include "runtime/engine/data/markov_corpus.h"
+#include "runtime/engine/data/sampler.h"
+#include "runtime/engine/data/training_data.h"
+#include "runtime/engine/device.h"
+#include "runtime/engine/log.h"
+#include "runtime/parallel/data_parallel.h"
+
+namespace kp::worker {
+namespace {
+
+using engine::Config;
+
+// The sampler (runtime/engine/data) as the loop's BatchSource.
+class SamplerBatches final : public engine::BatchSource {
+ public:
+  explicit SamplerBatches(std::unique_ptr<data::Sampler> sampler) : sampler_(std::move(sampler)) {}
+  absl::StatusOr<at::Tensor> Batch(int64_t step, int micro) override {
+    return sampler_->Batch(step, micro);
+  }
+
+ private:
+  std::unique_ptr<data::Sampler> sampler_;
+};
+
+// The data-parallel GradientReducer (runtime/parallel) as the loop's sync.
+class ReducerSync final : public engine::GradientSync {
+ public:
+  explicit ReducerSync(std::unique_ptr<parallel::GradientReducer> r) : reducer_(std::move(r)) {}
+  void PrepareForBackward(bool last) override {
+    last_ = last;
+    reducer_->PrepareForBackward(last);
+  }
+  absl::Status Finish() override { return reducer_->Finish(); }
+
+ private:
+  std::unique_ptr<parallel::GradientReducer> reducer_;
+  bool last_ = false;
+};
+
+// Rank 0 saves model and optimizer (replicas are identical after the
+// all-reduce) through the async, atomic checkpoint manager.
+class ManagerCheckpoints final : public engine::CheckpointSink {
+ public:
+  ManagerCheckpoints(ckpt::CheckpointOptions options, int64_t global_batch, std::string config_hash)
+      : manager_(std::move(options)), global_batch_(global_batch),
+        config_hash_(std::move(config_hash)) {}
+  absl::Status Save(int64_t next_step, engine::Transformer& model,
+                    engine::Optimizer& optimizer) override {
+    ckpt::TensorMap params;
+    for (const auto& p : model.named_parameters()) params[p.key()] = p.value().detach();
+    ckpt::TensorMap optim;
+    for (auto& [k, v] : optimizer.StateDict()) optim[k] = v;
+    ckpt::CheckpointState state;
+    state.step = next_step;
+    state.data_position = next_step * global_batch_;
+    state.config_hash = config_hash_;
+    state.part_names = {"model", "optimizer"};
+    return manager_.SaveAsync(state, {{"model", params}, {"optimizer", optim}});
+  }
+  absl::Status Wait() { return manager_.Wait(); }
+
+ private:
+  ckpt::CheckpointManager manager_;
+  int64_t global_batch_;
+  std::string config_hash_;
+};
+
+// What must match for a checkpoint to be loadable into this model.
+std::string ModelHash(const Config& c) {
+  const auto& m = c.model;
+  return absl::StrCat("v", m.vocab_size, "_d", m.d_model, "_l", m.n_layers, "_h", m.n_heads, "_kv",
+                      m.n_kv_heads, "_f", m.ffn_hidden, "_tie", m.tie_embeddings);
+}
+
+data::CorpusSpec SpecOf(const engine::BuiltinCorpusConfig& b) {
+  data::CorpusSpec s;
+  s.seed = b.seed;
+  s.num_symbols = static_cast<int>(b.num_symbols);
+  s.order = static_cast<int>(b.order);
+  s.support = static_cast<int>(b.support);
+  s.dirichlet_alpha = b.dirichlet_alpha;
+  s.uniform_floor = b.uniform_floor;
+  s.text_stop_prob = b.text_stop_prob;
+  s.retrieval_prob = b.retrieval_prob;
+  s.num_keys = static_cast<int>(b.num_keys);
+  s.pairs = static_cast<int>(b.pairs);
+  s.queries = static_cast<int>(b.queries);
+  s.filler_stop_prob = b.filler_stop_prob;
+  return s;
+}
+
+// Copies a loaded checkpoint into the model and optimizer; errors name the
+// tensor and both shapes.
+absl::Status Restore(const ckpt::LoadedCheckpoint& loaded, engine::Transformer& model,
+                     engine::Optimizer& optimizer) {
+  auto mit = loaded.parts.find("model");
+  if (mit == loaded.parts.end()) {
+    return absl::DataLossError(absl::StrCat(loaded.dir, ": no model part"));
+  }
+  at::NoGradGuard no_grad;
+  for (auto& p : model.named_parameters()) {
+    auto t = mit->second.find(p.key());
+    if (t == mit->second.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(loaded.dir, ": checkpoint has no tensor ", p.key()));
+    }
+    if (!t->second.sizes().equals(p.value().sizes())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          loaded.dir, ": ", p.key(), " has shape ", c10::str(t->second.sizes()),
+          " in the checkpoint but ", c10::str(p.value().sizes()), " in the model (config changed?)"));
+    }
+    p.value().copy_(t->second);
+  }
+  auto oit = loaded.parts.find("optimizer");
+  if (oit != loaded.parts.end()) {
+    std::map<std::string, at::Tensor> state(oit->second.begin(), oit->second.end());
+    KP_RETURN_IF_ERROR(optimizer.LoadStateDict(state));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOptions& options) {
+  Config config = input;
+  if (options.steps) {
+    config.training.steps = *options.steps;
+    if (config.training.warmup_steps > config.training.steps) {
+      config.training.warmup_steps = config.training.steps;
+    }
+  }
+  KP_RETURN_IF_ERROR(engine::ValidateConfig(config));
+  const engine::TrainingConfig& t = config.training;
+  if (options.run_dir.empty()) return absl::InvalidArgumentError("run_dir is required");
+  if (options.world_size < 1 || options.rank < 0 || options.rank >= options.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", options.rank, " is outside world_size ",
+                                                   options.world_size));
+  }
+  if (config.parallel.cp != 1) {
+    return absl::UnimplementedError(absl::StrCat(
+        config.source, ": parallel.cp: context parallelism is not wired into kp-train yet "
+        "(runtime/parallel/ has the attention; the loop runs whole sequences)"));
+  }
+  if (config.parallel.dp != options.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat(config.source, ": parallel.dp is ",
+                                                   config.parallel.dp, " but world_size is ",
+                                                   options.world_size));
+  }
+  KP_RETURN_IF_ERROR(MakeDirs(options.run_dir));
+  if (options.threads > 0) at::set_num_threads(options.threads);
+
+  // Device and precision: fp32 master weights everywhere; bf16 (and fp8)
+  // compute on GPU through the Linear seam's per-use casts.
+  KP_ASSIGN_OR_RETURN(c10::Device device, engine::ResolveDevice(options.device, options.local_rank));
+  const bool low_precision = config.precision != engine::Precision::kFp32;
+  engine::LinearRegistry default_registry = engine::DefaultLinearRegistry();
+  const engine::LinearRegistry& registry =
+      options.linear_registry ? *options.linear_registry : default_registry;
+  KP_ASSIGN_OR_RETURN(auto factory, registry.Make(engine::PrecisionName(config.precision)));
+  engine::LinearContext lctx;
+  lctx.device = device;
+  lctx.param_dtype = at::kFloat;
+  lctx.compute_dtype = low_precision ? at::kBFloat16 : at::kFloat;
+  // Every rank draws the same initial weights from the seed (and rank 0's
+  // are broadcast anyway under data parallelism).
+  lctx.generator = at::make_generator<at::CPUGeneratorImpl>(t.seed);
+  auto model = std::make_shared<engine::Transformer>(config.model, *factory, lctx,
+                                                     engine::MakeLocalAttention(),
+                                                     t.activation_checkpointing);
+  engine::Optimizer optimizer(*model, t);
+  engine::LogInfo(absl::StrFormat(
+      "model: %d parameters (%d without the embedding), %s on %s, activation checkpointing %s",
+      model->NumParameters(true), model->NumParameters(false),
+      engine::PrecisionName(config.precision), device.str(),
+      engine::ActivationCheckpointingName(t.activation_checkpointing)));
+
+  // Data: the built-in corpus (generated once into run_dir/corpus) or a file.
+  std::shared_ptr<const data::TokenSource> source;
+  double entropy_rate = 0;
+  if (config.data.corpus == engine::DataConfig::Corpus::kBuiltin) {
+    data::CorpusSpec spec = SpecOf(config.data.builtin);
+    KP_ASSIGN_OR_RETURN(auto corpus, data::MarkovCorpus::Create(spec));
+    entropy_rate = corpus->entropy_rate();
+    KP_ASSIGN_OR_RETURN(source, data::OpenBuiltinCorpus(spec, config.data.builtin.num_tokens,
+                                                        options.run_dir + "/corpus"));
+    engine::LogInfo(absl::StrFormat("data: built-in corpus, %d tokens, entropy rate %.4f nats/token",
+                                    source->size(), entropy_rate));
+  } else {
+    KP_ASSIGN_OR_RETURN(source, data::OpenTrainingData(config.data.path));
+    engine::LogInfo(absl::StrFormat("data: %s (%d tokens)", source->name(), source->size()));
+  }
+  if (source->vocab_size() > static_cast<uint32_t>(config.model.vocab_size)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.source, ": model.vocab_size is ", config.model.vocab_size, " but the data (",
+        source->name(), ") has vocabulary ", source->vocab_size()));
+  }
+  data::SamplerOptions so;
+  so.seed = t.seed;
+  so.seq_len = t.seq_len;
+  so.global_batch = t.micro_batch * t.grad_accum * options.world_size;
+  so.dp_rank = options.rank;
+  so.dp_world = options.world_size;
+  so.grad_accum = static_cast<int>(t.grad_accum);
+  KP_ASSIGN_OR_RETURN(auto sampler, data::Sampler::Create(source, so));
+  SamplerBatches batches(std::move(sampler));
+
+  // Resume: the newest complete checkpoint, if any.
+  int64_t start_step = 0;
+  if (options.resume) {
+    auto latest = ckpt::CheckpointManager::LatestComplete(options.run_dir);
+    if (latest.ok()) {
+      KP_ASSIGN_OR_RETURN(ckpt::LoadedCheckpoint loaded, ckpt::CheckpointManager::Load(*latest));
+      if (!loaded.state.config_hash.empty() && loaded.state.config_hash != ModelHash(config)) {
+        return absl::InvalidArgumentError(absl::StrCat(*latest, ": saved for model ",
+                                                       loaded.state.config_hash, ", config has ",
+                                                       ModelHash(config)));
+      }
+      KP_RETURN_IF_ERROR(Restore(loaded, *model, optimizer));
+      start_step = loaded.state.step;
+      engine::LogInfo(absl::StrFormat("resumed from %s at step %d", *latest, start_step));
+    } else if (absl::IsNotFound(latest.status())) {
+      engine::LogInfo(absl::StrCat("--resume: no complete checkpoint in ", options.run_dir,
+                                   "; starting at step 0"));
+    } else {
+      return latest.status();
+    }
+  }
+
+  // Data parallel: gradients averaged by the reducer, overlapped with backward.
+  std::unique_ptr<comm::FileStore> store;
+  std::unique_ptr<comm::Communicator> owned_comm;
+  std::unique_ptr<engine::GradientSync> sync = std::make_unique<engine::GradientSync>();
+  if (options.world_size > 1) {
+    comm::Communicator* comm = options.communicator;
+    if (comm == nullptr) {
+      if (options.rendezvous.empty()) {
+        return absl::InvalidArgumentError("world_size > 1 needs --rendezvous (a shared directory)");
+      }
+      KP_RETURN_IF_ERROR(MakeDirs(options.rendezvous));
+      store = std::make_unique<comm::FileStore>(options.rendezvous);
+      comm::CommOptions co;
+      co.cuda_device = device.is_cuda() ? device.index() : -1;
+      KP_ASSIGN_OR_RETURN(owned_comm, comm::CreateCommunicator(device.is_cuda() ? "nccl" : "gloo",
+                                                               options.rank, options.world_size,
+                                                               *store, co));
+      comm = owned_comm.get();
+    }
+    auto reducer = std::make_unique<parallel::GradientReducer>(comm, optimizer.parameters());
+    if (start_step == 0) KP_RETURN_IF_ERROR(reducer->BroadcastParameters(0));
+    sync = std::make_unique<ReducerSync>(std::move(reducer));
+  }
+
+  std::unique_ptr<ManagerCheckpoints> checkpoints;
+  if (options.rank == 0) {
+    ckpt::CheckpointOptions co;
+    co.run_dir = options.run_dir;
+    co.keep_last = static_cast<int>(t.keep_checkpoints);
+    checkpoints = std::make_unique<ManagerCheckpoints>(co, so.global_batch, ModelHash(config));
+  }
+  std::string metrics_path = options.metrics_jsonl;
+  if (metrics_path.empty() && options.rank == 0) metrics_path = options.run_dir + "/metrics.jsonl";
+  if (options.rank != 0) metrics_path.clear();
+  KP_ASSIGN_OR_RETURN(auto metrics,
+                      engine::MetricsLogger::Create(metrics_path, t.log_every, t.steps));
+
+  engine::TrainLoopOptions lo;
+  lo.start_step = start_step;
+  lo.end_step = options.stop_after_steps ? std::min(t.steps, *options.stop_after_steps) : t.steps;
+  lo.device = device;
+  lo.dp_world = options.world_size;
+  lo.peak_flops = engine::PeakFlops(device, low_precision);
+  engine::ResetPeakMemory(device);
+  if (start_step >= lo.end_step) {
+    engine::TrainResult done;
+    done.next_step = start_step;
+    done.entropy_rate = entropy_rate;
+    return done;
+  }
+  auto result = engine::TrainLoop(config, *model, optimizer, batches, *sync, checkpoints.get(),
+                                  *metrics, lo);
+  if (checkpoints) {
+    absl::Status saved = checkpoints->Wait();
+    if (result.ok() && !saved.ok()) return saved;
+  }
+  if (!result.ok()) return result.status();
+  result->entropy_rate = entropy_rate;
+  if (entropy_rate > 0) {
+    engine::LogInfo(absl::StrFormat("final loss %.4f nats/token = %.3f x the corpus entropy rate %.4f",
+                                    result->final_loss, result->final_loss / entropy_rate,
+                                    entropy_rate));
+  }
+  return result;
+}
+
+}  // namespace kp::worker

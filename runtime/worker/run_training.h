@@ -1,0 +1,52 @@
+// One training run from a Config: builds the device, model, optimizer, data,
+// data-parallel sync and checkpoints, optionally resumes, and runs the loop.
+// kp-train's main() is a thin flag parser over RunTraining; tests call it
+// in-process.
+#ifndef KP_RUNTIME_WORKER_RUN_TRAINING_H_
+#define KP_RUNTIME_WORKER_RUN_TRAINING_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "runtime/comm/communicator.h"
+#include "runtime/common/status.h"
+#include "runtime/engine/config.h"
+#include "runtime/engine/linear.h"
+#include "runtime/engine/train_loop.h"
+
+namespace kp::worker {
+
+struct RunOptions {
+  // Checkpoints (run_dir/checkpoints), the generated corpus cache
+  // (run_dir/corpus) and, by default, metrics (run_dir/metrics.jsonl).
+  std::string run_dir;
+  std::optional<int64_t> steps;  // overrides training.steps
+  std::string device = "auto";   // cpu | cuda | auto
+  int rank = 0;
+  int world_size = 1;
+  int local_rank = 0;
+  // A directory the ranks share for a file-store rendezvous (world_size > 1).
+  std::string rendezvous;
+  std::string metrics_jsonl;  // default run_dir/metrics.jsonl (rank 0 only)
+  bool resume = false;        // from the newest complete checkpoint in run_dir
+  int threads = 0;            // CPU intra-op threads; 0: libtorch's default
+  // End the run after this many steps as if interrupted (the schedule still
+  // follows training.steps): tests of resume, and of what a crash leaves.
+  std::optional<int64_t> stop_after_steps;
+  // Linear implementations by precision; null: fp32 + bf16 dense.
+  const engine::LinearRegistry* linear_registry = nullptr;
+  // An already-formed data-parallel group (in-process tests with the fake
+  // backend); null: one is formed through `rendezvous` when world_size > 1.
+  comm::Communicator* communicator = nullptr;
+};
+
+// Errors name their cause: a bad config value, a missing or corrupt data
+// file, a data vocabulary larger than the model's, a checkpoint whose shapes
+// do not match the model, a non-finite loss under nan_policy stop.
+absl::StatusOr<engine::TrainResult> RunTraining(const engine::Config& config,
+                                                const RunOptions& options);
+
+}  // namespace kp::worker
+
+#endif  // KP_RUNTIME_WORKER_RUN_TRAINING_H_
