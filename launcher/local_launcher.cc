@@ -84,6 +84,15 @@ class LocalLauncher final : public Launcher {
     absl::StatusOr<std::vector<v1::Device>> devices =
         o.cpu_slots > 0 ? agent::CpuSlots(o.cpu_slots) : agent::DiscoverDevices(0);
     if (!devices.ok()) devices = agent::CpuSlots(world);
+    if (static_cast<int>(devices->size()) < world) {
+      if (!o.spec.cpu_fallback() || devices->front().kind() == v1::DEVICE_KIND_CPU) {
+        // One machine never grows: waiting in the queue would wait forever.
+        return absl::InvalidArgumentError("job needs dp*cp = " + std::to_string(world) + " devices, this machine offers " +
+                                          std::to_string(devices->size()) +
+                                          " (set cpu_fallback: true or pass --cpu_slots)");
+      }
+      devices = agent::CpuSlots(world);
+    }
 
     // The token never leaves this machine; workers read it from a 0600 file.
     KP_ASSIGN_OR_RETURN(std::string token, RandomToken());

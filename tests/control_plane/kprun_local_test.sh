@@ -37,6 +37,11 @@ rc=$?
 [ $rc -eq 2 ] || fail "path escape exited $rc"
 grep -q "escapes" out.txt || fail "no escape message"
 
+"$KPRUN" local ok.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
+rc=$?
+[ $rc -eq 2 ] || fail "too few devices exited $rc"
+grep -q "needs dp\*cp = 2 devices, this machine offers 1" out.txt || fail "device shortage not explained"
+
 "$KPRUN" slurm ok.yaml > out.txt 2>&1
 rc=$?
 [ $rc -eq 2 ] || fail "slurm exited $rc"
