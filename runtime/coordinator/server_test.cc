@@ -276,3 +276,43 @@ TEST_F(ServerTest, WatchStreamsToCompletionAndKvRelaysIds) {
 
 }  // namespace
 }  // namespace kp::coordinator
+
+namespace kp::coordinator {
+namespace {
+
+TEST(ServerTls, ServesTlsWhenGivenACertificate) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = std::string(tmp != nullptr ? tmp : "/tmp") + "/tls-" + std::to_string(::getpid());
+  const std::string cmd = "mkdir -p " + dir + " && openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=localhost"
+                          " -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout " + dir + "/key.pem -out " + dir +
+                          "/cert.pem >/dev/null 2>&1";
+  if (std::system(cmd.c_str()) != 0) GTEST_SKIP() << "openssl cannot make a test certificate";
+  RealClock clock;
+  auto store = NewMemoryStateStore();
+  auto coordinator = *Coordinator::Create(store.get(), &clock, {});
+  ServerOptions options;
+  options.token = kToken;
+  options.tls_cert_file = dir + "/cert.pem";
+  options.tls_key_file = dir + "/key.pem";
+  auto server = CoordinatorServer::Start(coordinator.get(), options);
+  ASSERT_TRUE(server.ok()) << server.status();
+
+  auto call = [&](const std::string& ca) {
+    auto channel = *rpc::MakeChannel({(*server)->address(), ca});
+    auto stub = v1::Coordinator::NewStub(channel);
+    grpc::ClientContext ctx;
+    rpc::AddBearer(&ctx, kToken);
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    v1::ListJobsResponse resp;
+    return stub->ListJobs(&ctx, {}, &resp);
+  };
+  EXPECT_TRUE(call(dir + "/cert.pem").ok()) << call(dir + "/cert.pem").error_message();
+  EXPECT_EQ(call("").error_code(), grpc::StatusCode::UNAVAILABLE);  // plaintext client
+  (*server)->Shutdown();
+
+  options.tls_key_file.clear();
+  EXPECT_TRUE(absl::IsInvalidArgument(CoordinatorServer::Start(coordinator.get(), options).status()));
+}
+
+}  // namespace
+}  // namespace kp::coordinator
