@@ -222,12 +222,16 @@ absl::StatusOr<std::vector<Json>> BuildManifests(const K8sOptions& options_in,
     limits["nvidia.com/gpu"] = o.gpus_per_node;
     requests["nvidia.com/gpu"] = o.gpus_per_node;
   }
+  // The workers' grace is shorter than the pod's so kprun still reports
+  // after they stopped.
   Json args = Json::array({"k8s", "run", absl::StrCat(kJobMount, "/", o.job_file_name),
                            absl::StrCat("--coordinator=", coordinator_target),
                            absl::StrCat("--nodes=", o.nodes),
-                           absl::StrCat("--agent-port=", o.agent_port),
-                           absl::StrCat("--grace-seconds=", o.grace_seconds - o.grace_seconds / 4)});
-  if (o.gpus_per_node == 0) args.push_back(absl::StrCat("--cpu-slots-per-node=", cpu_slots));
+                           absl::StrCat("--grace-seconds=", o.grace_seconds - o.grace_seconds / 4),
+                           absl::StrCat("--config_root=", kJobMount),
+                           absl::StrCat("--checkpoint_root=", kCheckpointMount),
+                           absl::StrCat("--run_root=", kCheckpointMount, "/runs")});
+  if (o.gpus_per_node == 0) args.push_back(absl::StrCat("--cpu_slots=", cpu_slots));
   Json worker_container = {
       {"name", "kp"},
       {"image", o.image},
@@ -237,8 +241,11 @@ absl::StatusOr<std::vector<Json>> BuildManifests(const K8sOptions& options_in,
       {"env",
        Json::array({Json{{"name", "KP_NODE_ADDRESS"},
                          {"valueFrom", {{"fieldRef", {{"fieldPath", "status.podIP"}}}}}},
-                    Json{{"name", "KP_TOKEN_FILE"}, {"value", absl::StrCat(kTokenMount, "/token")}},
-                    Json{{"name", "KP_CHECKPOINT_ROOT"}, {"value", kCheckpointMount}}})},
+                    // Tells this Job's kp job from earlier ones on the coordinator.
+                    Json{{"name", "KP_LAUNCH_KEY"},
+                         {"valueFrom",
+                          {{"fieldRef", {{"fieldPath", "metadata.labels['controller-uid']"}}}}}},
+                    Json{{"name", "KP_TOKEN_FILE"}, {"value", absl::StrCat(kTokenMount, "/token")}}})},
       {"ports", Json::array({Json{{"name", "agent"}, {"containerPort", o.agent_port}}})},
       {"resources", {{"requests", requests}, {"limits", limits}}},
       {"volumeMounts",

@@ -96,7 +96,7 @@ TEST(K8sRender, CpuPodsNeedNodes) {
   ASSERT_TRUE(docs.ok()) << docs.status();
   const Json& c = Find(*docs, "Job", "demo")["spec"]["template"]["spec"]["containers"][0];
   EXPECT_FALSE(c["resources"]["limits"].contains("nvidia.com/gpu"));
-  EXPECT_NE(c["args"].dump().find("--cpu-slots-per-node=1"), std::string::npos);
+  EXPECT_NE(c["args"].dump().find("--cpu_slots=1"), std::string::npos);
 }
 
 TEST(K8sRender, TooFewGpus) {
