@@ -11,6 +11,8 @@
 #include <gloo/transport/unbound_buffer.h>
 #include <gloo/types.h>
 
+#include <dlfcn.h>
+
 #include <ATen/ATen.h>
 #include <c10/util/BFloat16.h>
 #include <c10/util/Half.h>
@@ -369,6 +371,38 @@ class GlooCommunicator final : public Communicator {
 
 }  // namespace
 
+absl::Status CheckGlooBinding() {
+  // libtorch_cpu and libtorch_cuda export their own (newer, ABI-incompatible)
+  // copy of gloo's symbols. If either is searched before Debian's libgloo,
+  // our calls land in torch's copy and corrupt memory; fail loudly instead.
+  struct Probe {
+    const char* name;
+    void* addr;
+  };
+  const Probe probes[] = {
+      {"gloo::allreduce",
+       reinterpret_cast<void*>(static_cast<void (*)(const gloo::AllreduceOptions&)>(&gloo::allreduce))},
+      {"gloo::allgather",
+       reinterpret_cast<void*>(static_cast<void (*)(gloo::AllgatherOptions&)>(&gloo::allgather))},
+      {"gloo::broadcast",
+       reinterpret_cast<void*>(static_cast<void (*)(gloo::BroadcastOptions&)>(&gloo::broadcast))},
+      {"gloo::transport::tcp::CreateDevice",
+       reinterpret_cast<void*>(&gloo::transport::tcp::CreateDevice)},
+  };
+  for (const Probe& p : probes) {
+    Dl_info info{};
+    if (::dladdr(p.addr, &info) == 0 || info.dli_fname == nullptr) continue;
+    const std::string lib = info.dli_fname;
+    if (lib.find("libgloo") == std::string::npos) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "gloo: ", p.name, " resolves into ", lib,
+          " instead of Debian's libgloo (libtorch exports its own gloo copy). Link libgloo "
+          "before libtorch: depend on //runtime/comm:gloo before any torch target."));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(int rank, int world,
                                                                      Store* store,
                                                                      const GlooOptions& options) {
@@ -376,6 +410,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(int rank, i
     return absl::InvalidArgumentError(
         absl::StrCat("gloo: rank ", rank, " is not in a world of ", world));
   }
+  KP_RETURN_IF_ERROR(CheckGlooBinding());
   std::shared_ptr<gloo::transport::Device> device;
   try {
     gloo::transport::tcp::attr attr;

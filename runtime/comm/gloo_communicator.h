@@ -36,6 +36,11 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(int rank, i
                                                                      Store* store,
                                                                      const GlooOptions& options);
 
+// FAILED_PRECONDITION when gloo's symbols bind to libtorch's bundled copy
+// instead of Debian's libgloo (a link-order problem; see the message).
+// CreateGlooCommunicator checks this first.
+absl::Status CheckGlooBinding();
+
 }  // namespace kp::comm
 
 #endif  // KP_RUNTIME_COMM_GLOO_COMMUNICATOR_H_
