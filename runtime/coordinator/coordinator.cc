@@ -303,6 +303,11 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
     reschedule = true;
   }
 
+  // Pass 1: which reports count (current generation, assigned to this
+  // agent), and which jobs now have every worker started: they become
+  // RUNNING before any exit of this heartbeat is applied, so the event
+  // order is always PLACED, RUNNING, worker exits, COMPLETED/FAILED.
+  std::vector<const v1::WorkerReport*> valid;
   std::set<std::string> touched;
   for (const auto& r : request.workers()) {
     auto jit = jobs_.find(r.job_id());
@@ -311,13 +316,27 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
     // Reports of an older generation, or of a job that ended, only tell us
     // the agent has not stopped those workers yet; the reply does that.
     if (r.generation() != entry.status.generation() || !IsActive(entry.status.state())) continue;
-    auto ait2 = std::find_if(entry.assignments.begin(), entry.assignments.end(), [&](const v1::Assignment& a) {
+    auto assigned = std::find_if(entry.assignments.begin(), entry.assignments.end(), [&](const v1::Assignment& a) {
       return a.rank() == r.rank() && a.agent_id() == request.agent_id();
     });
-    if (ait2 == entry.assignments.end()) continue;
+    if (assigned == entry.assignments.end()) continue;
     entry.reports[r.rank()] = r;
     entry.started.insert(r.rank());
     touched.insert(r.job_id());
+    valid.push_back(&r);
+  }
+  for (const auto& id : touched) {
+    JobEntry& entry = jobs_[id];
+    if (entry.status.state() == v1::JOB_STATE_PLACED && entry.started.size() == entry.assignments.size()) {
+      absl::Status st = Transition(entry, v1::JOB_STATE_RUNNING, "", nullptr);
+      if (!st.ok()) spdlog::error("job {}: {}", id, st.ToString());
+    }
+  }
+  // Pass 2: exits.
+  for (const v1::WorkerReport* rp : valid) {
+    const v1::WorkerReport& r = *rp;
+    JobEntry& entry = jobs_[r.job_id()];
+    if (r.generation() != entry.status.generation() || !IsActive(entry.status.state())) continue;  // faulted above
     const bool failed = r.state() == v1::WORKER_STATE_START_FAILED ||
                         (r.state() == v1::WORKER_STATE_EXITED && r.exit_code() != 0);
     if (failed) {
@@ -346,19 +365,14 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
   for (const auto& id : touched) {
     JobEntry& entry = jobs_[id];
     if (!IsActive(entry.status.state())) continue;
-    const size_t world = entry.assignments.size();
-    absl::Status st;
-    if (entry.status.state() == v1::JOB_STATE_PLACED && entry.started.size() == world) {
-      st = Transition(entry, v1::JOB_STATE_RUNNING, "", nullptr);
-    }
     UpdateProgress(entry);
-    if (st.ok() && entry.done.size() == world) {
+    if (entry.done.size() == entry.assignments.size()) {
       std::vector<v1::Assignment> none;
-      st = Transition(entry, v1::JOB_STATE_COMPLETED, "", &none);
+      absl::Status st = Transition(entry, v1::JOB_STATE_COMPLETED, "", &none);
       if (st.ok()) EndGeneration(entry);
+      if (!st.ok()) spdlog::error("job {}: {}", id, st.ToString());
       reschedule = true;
     }
-    if (!st.ok()) spdlog::error("job {}: {}", id, st.ToString());
   }
   if (reschedule) Schedule();
 

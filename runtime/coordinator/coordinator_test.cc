@@ -294,3 +294,26 @@ TEST(CoordinatorRestart, SqliteRestartLosesNothing) {
 
 }  // namespace
 }  // namespace kp::coordinator
+
+namespace kp::coordinator {
+namespace {
+
+TEST_F(CoordinatorTest, FastJobStillReportsRunningBeforeItsExits) {
+  ASSERT_TRUE(c_->RegisterAgent(Agent("n1", 2)).ok());
+  auto job = c_->SubmitJob(Spec("fast", 2, 1));
+  auto as = Beat("n1");
+  // The workers started and finished between two heartbeats.
+  Beat("n1", {Report(as[0], v1::WORKER_STATE_EXITED), Report(as[1], v1::WORKER_STATE_EXITED)});
+  auto batch = c_->WaitForEvents(job->job_id(), 0, std::chrono::milliseconds(0));
+  ASSERT_TRUE(batch.ok());
+  std::vector<std::string> kinds;
+  for (const auto& e : batch->events) {
+    if (e.type() == v1::EVENT_TYPE_PROGRESS) continue;
+    kinds.push_back(e.type() == v1::EVENT_TYPE_WORKER ? "worker" : v1::JobState_Name(e.state()));
+  }
+  EXPECT_EQ(kinds, (std::vector<std::string>{"JOB_STATE_SUBMITTED", "JOB_STATE_QUEUED", "JOB_STATE_PLACED",
+                                             "JOB_STATE_RUNNING", "worker", "worker", "JOB_STATE_COMPLETED"}));
+}
+
+}  // namespace
+}  // namespace kp::coordinator
