@@ -41,6 +41,13 @@ if [[ ! -x "$VENV/bin/python3" ]]; then
 fi
 VPY="$VENV/bin/python3"
 
+# Python packages for tests, benchmarks and the client (small). Installed
+# before torch so pip's resolver never sees the deliberately dep-less torch.
+PY_PACKAGES=(numpy safetensors grpcio grpcio-tools protobuf tqdm pyyaml)
+if ! "$VPY" -c "import numpy, safetensors, grpc, grpc_tools, google.protobuf, tqdm, yaml" 2>/dev/null; then
+  log "installing ${PY_PACKAGES[*]}"
+  "$VPY" -m pip install -q "${PY_PACKAGES[@]}"
+fi
 have_torch() {
   "$VPY" - "$TORCH_VERSION" <<'PYEOF' 2>/dev/null
 import importlib.metadata, sys
@@ -65,10 +72,4 @@ if ! "$VPY" -c "import importlib.metadata as m; [m.version(p) for p in ('nvidia-
   "$VPY" -m pip install -q --no-deps --no-index --find-links "$CACHE/wheels" "${CUDA_WHEELS[@]}"
 fi
 
-# Python packages for tests, benchmarks and the client (small).
-PY_PACKAGES=(numpy safetensors grpcio grpcio-tools protobuf tqdm pyyaml)
-if ! "$VPY" -c "import numpy, safetensors, grpc, grpc_tools, google.protobuf, tqdm, yaml" 2>/dev/null; then
-  log "installing ${PY_PACKAGES[*]}"
-  "$VPY" -m pip install -q "${PY_PACKAGES[@]}"
-fi
 log "ready: $("$VPY" -c 'import importlib.metadata as m; print("torch", m.version("torch"))')"
