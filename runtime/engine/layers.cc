@@ -6,6 +6,11 @@ namespace kp::engine {
 
 at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight, double eps,
                    at::ScalarType out_dtype) {
+  if (x.is_cuda() && x.scalar_type() == out_dtype) {
+    // ATen's fused CUDA kernel (statistics in fp32 inside): one launch
+    // forward and one backward instead of six element-wise passes.
+    return at::rms_norm(x, {x.size(-1)}, weight.to(out_dtype), eps);
+  }
   const at::ScalarType stat_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   at::Tensor xf = x.to(stat_dtype);
   at::Tensor inv = at::rsqrt(xf.pow(2).mean(-1, /*keepdim=*/true) + eps);

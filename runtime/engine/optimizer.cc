@@ -37,7 +37,7 @@ void ScaleGradients(const std::vector<at::Tensor>& params, const at::Tensor& fac
   }
 }
 
-Optimizer::Optimizer(Transformer& model, const TrainingConfig& t) {
+Optimizer::Optimizer(Transformer& model, const TrainingConfig& t) : config_(t), lr_(t.lr) {
   for (const auto& item : model.named_parameters(/*recurse=*/true)) {
     names_.push_back(item.key());
     params_.push_back(item.value());
@@ -47,16 +47,60 @@ Optimizer::Optimizer(Transformer& model, const TrainingConfig& t) {
     o->betas({t.beta1, t.beta2}).eps(t.eps).weight_decay(wd);
     return o;
   };
+  groups_ = {model.DecayParameters(), model.NoDecayParameters()};
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(model.DecayParameters(), options(t.weight_decay));
-  groups.emplace_back(model.NoDecayParameters(), options(0.0));
+  groups.emplace_back(groups_[0], options(t.weight_decay));
+  groups.emplace_back(groups_[1], options(0.0));
   adamw_ = std::make_unique<torch::optim::AdamW>(std::move(groups),
                                                  torch::optim::AdamWOptions(t.lr));
 }
 
 void Optimizer::SetLearningRate(double lr) {
+  lr_ = lr;
   for (auto& group : adamw_->param_groups()) {
     static_cast<torch::optim::AdamWOptions&>(group.options()).lr(lr);
+  }
+}
+
+void Optimizer::Step() {
+  if (!params_.empty() && params_[0].is_cuda()) {
+    FusedStep();
+  } else {
+    adamw_->step();
+  }
+}
+
+void Optimizer::FusedStep() {
+  auto& state = adamw_->state();
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    std::vector<at::Tensor> ps, grads, avgs, sqs, steps;
+    for (const at::Tensor& p : groups_[g]) {
+      if (!p.grad().defined()) continue;
+      void* key = p.unsafeGetTensorImpl();
+      auto it = state.find(key);
+      if (it == state.end()) {
+        auto st = std::make_unique<torch::optim::AdamWParamState>();
+        st->exp_avg(at::zeros_like(p, at::MemoryFormat::Preserve));
+        st->exp_avg_sq(at::zeros_like(p, at::MemoryFormat::Preserve));
+        it = state.emplace(key, std::move(st)).first;
+      }
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      at::Tensor& step = fused_steps_[key];
+      if (!step.defined()) {
+        step = at::full({}, static_cast<double>(st.step()), p.options().dtype(at::kFloat));
+      }
+      st.step(st.step() + 1);  // the kernel increments its device copy
+      ps.push_back(p);
+      grads.push_back(p.grad());
+      avgs.push_back(st.exp_avg());
+      sqs.push_back(st.exp_avg_sq());
+      steps.push_back(step);
+    }
+    if (ps.empty()) continue;
+    at::NoGradGuard no_grad;
+    at::_fused_adamw_(ps, grads, avgs, sqs, /*max_exp_avg_sqs=*/{}, steps, lr_, config_.beta1,
+                      config_.beta2, g == 0 ? config_.weight_decay : 0.0, config_.eps,
+                      /*amsgrad=*/false, /*maximize=*/false);
   }
 }
 
@@ -103,6 +147,7 @@ absl::Status Optimizer::LoadStateDict(const std::map<std::string, at::Tensor>& i
     s->exp_avg(avg->second.to(params_[i].options()).clone());
     s->exp_avg_sq(sq->second.to(params_[i].options()).clone());
     state[params_[i].unsafeGetTensorImpl()] = std::move(s);
+    fused_steps_.erase(params_[i].unsafeGetTensorImpl());  // rebuilt from the loaded step
   }
   return absl::OkStatus();
 }

@@ -159,6 +159,11 @@ at::Tensor ChunkedCrossEntropy(const at::Tensor& hidden, const at::Tensor& targe
     }
     return total / static_cast<double>(n);
   }
+  if (chunk_tokens >= hidden.size(0)) {
+    // One chunk: plain autograd keeps the logits instead of recomputing the
+    // head in backward (faster; chunk to bound memory instead).
+    return ChunkLossSum(head, hidden, targets) / static_cast<double>(hidden.size(0));
+  }
   return ChunkedCrossEntropyFunction::apply(hidden, at::TensorList(head_params), targets,
                                             chunk_tokens, Hold(head));
 }
