@@ -22,13 +22,15 @@ namespace kp::parallel::dptest {
 // Two Linear layers with a tanh between them.
 struct Net {
   torch::nn::Linear l1{nullptr}, l2{nullptr};
-  explicit Net(uint64_t seed) {
+  explicit Net(uint64_t seed, c10::Device device = c10::Device(c10::kCPU)) {
     // The global generator: ranks as threads must not interleave here.
     static std::mutex mu;
     std::lock_guard<std::mutex> lock(mu);
     torch::manual_seed(seed);
     l1 = torch::nn::Linear(12, 32);
     l2 = torch::nn::Linear(32, 5);
+    l1->to(device);
+    l2->to(device);
   }
   std::vector<at::Tensor> params() {
     auto p = l1->parameters();
@@ -52,9 +54,11 @@ inline at::Tensor Data(int step, bool target) {
 // One replica's training: rows [begin, end) of each global batch, split into
 // `micro` micro-steps; every rank's loss is the mean over its rows, so the dp
 // average of gradients is the gradient of the global mean.
+// Returns the final parameters on the CPU.
 inline std::vector<at::Tensor> Train(comm::Communicator* comm, uint64_t init_seed, int micro,
-                              size_t bucket_bytes) {
-  Net net(init_seed);
+                                     size_t bucket_bytes,
+                                     c10::Device device = c10::Device(c10::kCPU)) {
+  Net net(init_seed, device);
   auto params = net.params();
   const int world = comm ? comm->size() : 1, rank = comm ? comm->rank() : 0;
   std::unique_ptr<GradientReducer> reducer;
@@ -65,7 +69,7 @@ inline std::vector<at::Tensor> Train(comm::Communicator* comm, uint64_t init_see
   const int rows = kGlobalBatch / world, mrows = rows / micro;
   for (int step = 0; step < kSteps; ++step) {
     for (auto& p : params) p.mutable_grad() = at::Tensor();
-    const at::Tensor x = Data(step, false), y = Data(step, true);
+    const at::Tensor x = Data(step, false).to(device), y = Data(step, true).to(device);
     for (int m = 0; m < micro; ++m) {
       if (reducer) reducer->PrepareForBackward(m == micro - 1);
       const int64_t b = rank * rows + m * mrows;
@@ -81,7 +85,7 @@ inline std::vector<at::Tensor> Train(comm::Communicator* comm, uint64_t init_see
     for (auto& p : params) p.sub_(p.grad() * kLr);
   }
   std::vector<at::Tensor> out;
-  for (auto& p : params) out.push_back(p.detach().clone());
+  for (auto& p : params) out.push_back(p.detach().cpu().clone());
   return out;
 }
 
