@@ -71,6 +71,14 @@ TEST(CpGpu, FusedMergeKernelMatchesAtenMerge) {
   MergeBlock(gpu, 0, Cuda(blk), Cuda(blk_lse, at::kFloat));  // fused kernel path
   EXPECT_LT(testing::MaxAbsError(gpu.out.cpu(), cpu.out), 1e-5);
   EXPECT_LT(testing::MaxAbsError(gpu.lse.cpu(), cpu.lse), 1e-5);
+  // A block covering rows [16, 48) only, in [B, T, H, D] memory order (as
+  // cuDNN returns it): the strided kernel's addressing.
+  const at::Tensor part = at::randn({2, 32, 4, 128}, gen).transpose(1, 2);
+  const at::Tensor part_lse = at::rand({2, 4, 32}, gen) * 40 - 20;
+  MergeBlock(cpu, 16, part.to(at::kBFloat16).to(at::kFloat), part_lse);
+  MergeBlock(gpu, 16, Cuda(part), Cuda(part_lse, at::kFloat));
+  EXPECT_LT(testing::MaxAbsError(gpu.out.cpu(), cpu.out), 1e-5);
+  EXPECT_LT(testing::MaxAbsError(gpu.lse.cpu(), cpu.lse), 1e-5);
 }
 
 TEST(CpGpu, SimulatedCpMatchesFullAttention) {

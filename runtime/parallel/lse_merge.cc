@@ -5,7 +5,7 @@
 #include <ATen/ATen.h>
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 
-#include "kernels/attention_merge.h"
+#include "kernels/lse_merge_strided.h"
 #include "runtime/common/status.h"
 
 namespace kp::parallel {
@@ -20,23 +20,40 @@ cudaStream_t CurrentStream(const at::Tensor& t) {
   return static_cast<cudaStream_t>(impl->getStream(t.device()).native_handle());
 }
 
-bool UseFusedKernel(const MergeAccumulator& acc, int64_t row_offset, const at::Tensor& blk_out,
+bool UseFusedKernel(const MergeAccumulator& acc, const at::Tensor& blk_out,
                     const at::Tensor& blk_lse) {
-  return acc.out.is_cuda() && acc.out.scalar_type() == at::kFloat && row_offset == 0 &&
-         blk_out.size(2) == acc.out.size(2) && acc.out.is_contiguous() &&
-         acc.lse.is_contiguous() && blk_out.is_contiguous() &&
+  return acc.out.is_cuda() && blk_out.is_cuda() && blk_lse.is_cuda() &&
+         acc.out.scalar_type() == at::kFloat && acc.lse.scalar_type() == at::kFloat &&
          (blk_out.scalar_type() == at::kFloat || blk_out.scalar_type() == at::kBFloat16) &&
-         blk_lse.scalar_type() == at::kFloat && blk_lse.is_contiguous();
+         blk_lse.scalar_type() == at::kFloat && acc.out.stride(3) == 1 &&
+         blk_out.stride(3) == 1 && blk_lse.dim() == 3;
 }
 
-void MergeFused(MergeAccumulator& acc, const at::Tensor& blk_out, const at::Tensor& blk_lse) {
-  const int dim = static_cast<int>(acc.out.size(3));
-  const int64_t rows = acc.out.numel() / dim;
-  const cudaError_t err = kernels::MergeAttentionBlock(
-      acc.out.data_ptr<float>(), acc.lse.data_ptr<float>(), dim, blk_out.data_ptr(),
-      blk_out.scalar_type() == at::kFloat ? kernels::DType::kFloat32 : kernels::DType::kBFloat16,
-      blk_lse.data_ptr<float>(), dim, rows, dim, CurrentStream(acc.out));
-  TORCH_CHECK(err == cudaSuccess, "MergeAttentionBlock failed: ", cudaGetErrorString(err));
+kernels::Strides3 Strides(const at::Tensor& t) { return {t.stride(0), t.stride(1), t.stride(2)}; }
+
+// One pass over the rows, whatever the block's memory order (cuDNN returns
+// [B, T, H, D] order) and wherever the rows sit in the accumulator.
+void MergeFused(MergeAccumulator& acc, int64_t row_offset, const at::Tensor& blk_out,
+                const at::Tensor& blk_lse) {
+  at::Tensor a = acc.out.narrow(2, row_offset, blk_out.size(2));
+  at::Tensor a_lse = acc.lse.narrow(2, row_offset, blk_out.size(2));
+  kernels::StridedMergeArgs args;
+  args.batch = blk_out.size(0);
+  args.heads = blk_out.size(1);
+  args.rows = blk_out.size(2);
+  args.dim = static_cast<int>(blk_out.size(3));
+  args.acc = a.data_ptr<float>();
+  args.acc_strides = Strides(a);
+  args.acc_lse = a_lse.data_ptr<float>();
+  args.acc_lse_strides = Strides(a_lse);
+  args.blk = blk_out.data_ptr();
+  args.blk_dtype =
+      blk_out.scalar_type() == at::kFloat ? kernels::DType::kFloat32 : kernels::DType::kBFloat16;
+  args.blk_strides = Strides(blk_out);
+  args.blk_lse = blk_lse.data_ptr<float>();
+  args.blk_lse_strides = Strides(blk_lse);
+  const cudaError_t err = kernels::MergeAttentionBlockStrided(args, CurrentStream(acc.out));
+  TORCH_CHECK(err == cudaSuccess, "MergeAttentionBlockStrided failed: ", cudaGetErrorString(err));
 }
 
 }  // namespace
@@ -52,8 +69,8 @@ void MergeBlock(MergeAccumulator& acc, int64_t row_offset, const at::Tensor& blk
                 const at::Tensor& blk_lse, MergeMode mode) {
   const int64_t rows = blk_out.size(2);
   KP_CHECK(row_offset >= 0 && row_offset + rows <= acc.out.size(2));
-  if (mode == MergeMode::kStable && UseFusedKernel(acc, row_offset, blk_out, blk_lse)) {
-    MergeFused(acc, blk_out, blk_lse);
+  if (mode == MergeMode::kStable && UseFusedKernel(acc, blk_out, blk_lse)) {
+    MergeFused(acc, row_offset, blk_out, blk_lse);
     return;
   }
   at::Tensor a = acc.out.narrow(2, row_offset, rows);

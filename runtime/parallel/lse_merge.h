@@ -28,8 +28,8 @@ MergeAccumulator MakeAccumulator(const at::Tensor& q);
 
 // Merges blk_out [B, H, rows, D] / blk_lse [B, H, rows] into the accumulator
 // rows [row_offset, row_offset + rows). On CUDA with a float32 accumulator and
-// a float32/bf16 block covering all rows, runs the fused kernel
-// kernels::MergeAttentionBlock (one pass over memory); otherwise ATen ops.
+// a float32/bf16 block, runs the fused kernel kernels::MergeAttentionBlockStrided
+// (one pass over memory, any row offset and memory order); otherwise ATen ops.
 void MergeBlock(MergeAccumulator& acc, int64_t row_offset, const at::Tensor& blk_out,
                 const at::Tensor& blk_lse, MergeMode mode = MergeMode::kStable);
 
