@@ -48,7 +48,9 @@ class GlooStoreAdapter final : public gloo::rendezvous::Store {
   void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
   void wait(const std::vector<std::string>& keys,
             const std::chrono::milliseconds& timeout) override {
-    auto s = store_->Wait(keys, std::min(timeout, timeout_));
+    // Gloo's kNoTimeout is zero: then ours applies.
+    const auto t = timeout.count() > 0 ? std::min(timeout, timeout_) : timeout_;
+    auto s = store_->Wait(keys, t);
     if (!s.ok()) throw gloo::IoException(s.ToString());
   }
 

@@ -105,6 +105,7 @@ struct Ctx {
                                            abort_reason.ToString()));
   }
 
+  // Callers must not hold `mu`.
   void Abort(const absl::Status& reason) {
     {
       std::lock_guard<std::mutex> lock(abort_mu);
@@ -112,8 +113,12 @@ struct Ctx {
       abort_reason = reason.ok() ? absl::AbortedError("communicator aborted") : reason;
       aborted = true;
     }
-    // Safe from another thread on a non-blocking communicator; it unblocks
-    // kernels and calls in flight.
+    // Every other NCCL call on this communicator is made under `mu` and
+    // checks `aborted` first; a call polling ncclInProgress sees the flag and
+    // lets go of `mu` within one poll, so nothing touches the communicator
+    // after ncclCommAbort frees it. Kernels stuck on a dead peer hold no lock:
+    // ncclCommAbort is what ends them.
+    std::lock_guard<std::mutex> lock(mu);
     if (comm) ncclCommAbort(comm);
   }
 
@@ -130,11 +135,10 @@ struct Ctx {
     while (r == ncclInProgress) {
       if (aborted.load()) return AbortStatus(op);
       if (Clock::now() > deadline) {
-        auto s = absl::DeadlineExceededError(absl::StrCat("nccl ", op, " on rank ", rank, " of ",
-                                                          size, ": not done within ",
-                                                          timeout.count(), " ms"));
-        Abort(s);
-        return s;
+        // The caller aborts once it has let go of `mu`.
+        return absl::DeadlineExceededError(absl::StrCat("nccl ", op, " on rank ", rank, " of ",
+                                                        size, ": not done within ",
+                                                        timeout.count(), " ms"));
       }
       std::this_thread::yield();
       if (ncclCommGetAsyncError(c, &r) != ncclSuccess) break;
@@ -144,6 +148,7 @@ struct Ctx {
   }
 
   absl::Status CheckAsync(const std::string& op) {
+    std::lock_guard<std::mutex> lock(mu);
     if (aborted.load()) return AbortStatus(op);
     ncclResult_t r = ncclSuccess;
     if (ncclCommGetAsyncError(comm, &r) == ncclSuccess && r != ncclSuccess && r != ncclInProgress) {
@@ -339,7 +344,7 @@ class NcclCommunicator final : public Communicator {
   }
 
   absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
-    std::lock_guard<std::mutex> lock(ctx_->mu);
+    std::unique_lock<std::mutex> lock(ctx_->mu);
     if (ctx_->aborted.load()) return ctx_->AbortStatus("Split");
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(ctx_->device));
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
@@ -347,13 +352,20 @@ class NcclCommunicator final : public Communicator {
     ncclComm_t sub = nullptr;
     ncclResult_t r = ncclCommSplit(ctx_->comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &sub,
                                    &config);
-    KP_RETURN_IF_ERROR(ctx_->Settle("Split", ctx_->comm, r));
+    if (absl::Status st = ctx_->Settle("Split", ctx_->comm, r); !st.ok()) {
+      lock.unlock();
+      if (st.code() == absl::StatusCode::kDeadlineExceeded) ctx_->Abort(st);
+      return st;
+    }
     if (sub == nullptr) return std::unique_ptr<Communicator>();
     auto child = std::make_shared<Ctx>();
     child->comm = sub;
     child->device = ctx_->device;
     child->timeout = ctx_->timeout;
-    KP_RETURN_IF_ERROR(child->Settle("Split", sub, ncclInProgress));
+    if (absl::Status st = child->Settle("Split", sub, ncclInProgress); !st.ok()) {
+      child->Abort(st);  // frees `sub`
+      return st;
+    }
     if (ncclCommUserRank(sub, &child->rank) != ncclSuccess ||
         ncclCommCount(sub, &child->size) != ncclSuccess) {
       return absl::InternalError("nccl Split: cannot read the new communicator's rank");
@@ -380,7 +392,7 @@ class NcclCommunicator final : public Communicator {
   std::unique_ptr<Work> Launch(const std::string& op, std::vector<at::Tensor> tensors, Fn&& fn,
                                std::shared_ptr<Event>* done_out = nullptr,
                                const std::function<void()>& post = nullptr) {
-    std::lock_guard<std::mutex> lock(ctx_->mu);
+    std::unique_lock<std::mutex> lock(ctx_->mu);
     if (ctx_->aborted.load()) return CompletedWork(ctx_->AbortStatus(op));
     const auto dev = static_cast<c10::DeviceIndex>(ctx_->device);
     c10::cuda::CUDAGuard guard(dev);
@@ -393,7 +405,11 @@ class NcclCommunicator final : public Communicator {
       return CompletedWork(absl::InternalError(absl::StrCat("nccl ", op, ": stream ordering failed")));
     }
     absl::Status s = ctx_->Settle(op, ctx_->comm, fn(ctx_->comm, st));
-    if (!s.ok()) return CompletedWork(s);
+    if (!s.ok()) {
+      lock.unlock();
+      if (s.code() == absl::StatusCode::kDeadlineExceeded) ctx_->Abort(s);
+      return CompletedWork(s);
+    }
     if (post) {
       c10::cuda::CUDAStreamGuard on_comm_stream(*ctx_->stream);
       post();
