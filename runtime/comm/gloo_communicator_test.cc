@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "runtime/comm/conformance.h"
 #include "runtime/comm/multiprocess.h"
+#include "runtime/comm/watchdog.h"
 
 namespace kp::comm {
 namespace {
@@ -117,6 +118,33 @@ TEST(GlooCommunicatorTest, SilentPeerTimesOutInEveryCallKind) {
     return s;
   });
   for (int r = 0; r < 2; ++r) EXPECT_TRUE(st2[r].ok()) << st2[r];
+}
+
+// With a watchdog watching (as workers run): a rank that joined but never
+// calls leaves the others with DEADLINE_EXCEEDED within timeout + slack.
+TEST(GlooCommunicatorTest, WatchedRanksEndInDeadlineWhenAPeerNeverCalls) {
+  const std::string dir = testing::FreshDir("gloo_watched");
+  const milliseconds timeout(600);
+  auto st = testing::RunProcesses(3, [&](int rank) -> absl::Status {
+    FileStore store(dir);
+    KP_ASSIGN_OR_RETURN(auto comm, Join(store, rank, 3, timeout));
+    KP_RETURN_IF_ERROR(comm->Barrier());
+    if (rank == 2) return store.Wait({"done0", "done1"}, milliseconds(20000));
+    Watchdog dog(Watchdog::Options{milliseconds(20), milliseconds(100)});
+    Watchdog::Scoped watch(&dog, comm.get());
+    at::Tensor t = at::randn({4096});
+    const auto t0 = Clock::now();
+    absl::Status s = comm->AllReduceAsync(t, ReduceOp::kAvg)->Wait();
+    KP_RETURN_IF_ERROR(store.Set(absl::StrCat("done", rank), ""));
+    if (s.code() != absl::StatusCode::kDeadlineExceeded) {
+      return absl::InternalError(absl::StrCat("want DEADLINE_EXCEEDED, got ", s.ToString()));
+    }
+    if (Clock::now() - t0 > timeout + milliseconds(3000)) {
+      return absl::InternalError("took longer than timeout + 3 s");
+    }
+    return absl::OkStatus();
+  });
+  for (int r = 0; r < 3; ++r) EXPECT_TRUE(st[r].ok()) << st[r];
 }
 
 TEST(GlooCommunicatorTest, RankThatNeverJoinsFailsRendezvous) {
