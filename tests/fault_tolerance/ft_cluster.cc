@@ -1,0 +1,172 @@
+#include "tests/fault_tolerance/ft_cluster.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+namespace kp::ft {
+
+std::string TempDir(const std::string& name) {
+  static std::atomic<int> counter{0};
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  std::string dir = std::string(tmp != nullptr ? tmp : "/tmp") + "/" + name + "-" + std::to_string(::getpid()) +
+                    "-" + std::to_string(counter++);
+  std::filesystem::create_directories(dir);
+  return dir;
+}
+
+std::string Runfile(const std::string& path) { return std::filesystem::absolute(path).string(); }
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  socklen_t len = sizeof(addr);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+Daemon::Daemon(std::vector<std::string> argv, std::string log) : argv_(std::move(argv)), log_(std::move(log)) {}
+
+Daemon::~Daemon() {
+  if (handle_ >= 0 && !Stop(SIGTERM, 10000)) Stop(SIGKILL, 5000);
+}
+
+absl::Status Daemon::Start() {
+  agent::ProcessSpec spec;
+  spec.argv = argv_;
+  spec.stdout_path = log_;
+  spec.stderr_path = log_;
+  KP_ASSIGN_OR_RETURN(handle_, launcher_.Start(spec));
+  return absl::OkStatus();
+}
+
+void Daemon::Signal(int sig) {
+  if (handle_ >= 0) launcher_.Signal(handle_, sig);
+}
+
+std::optional<int> Daemon::Stop(int sig, int wait_ms) {
+  if (handle_ < 0) return std::nullopt;
+  launcher_.Signal(handle_, sig);
+  for (int waited = 0; waited <= wait_ms; waited += 10) {
+    if (auto code = launcher_.Poll(handle_)) {
+      handle_ = -1;
+      return code;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return std::nullopt;
+}
+
+Cluster::Cluster(ClusterOptions options) : options_(std::move(options)), dir_(TempDir("ft")) {}
+
+Cluster::~Cluster() {
+  agents_.clear();  // agents first: they stop their workers
+  coordinator_.reset();
+}
+
+absl::Status Cluster::Start() {
+  std::ofstream(dir_ + "/token") << kToken << "\n";
+  std::filesystem::create_directories(dir_ + "/checkpoints");
+  address_ = "127.0.0.1:" + std::to_string(FreePort());
+  coordinator_ = std::make_unique<Daemon>(
+      std::vector<std::string>{Runfile("runtime/coordinator/kp-coordinator"), "--listen", address_, "--db",
+                               dir_ + "/state.db", "--token_file", dir_ + "/token", "--metrics_port", "-1",
+                               "--heartbeat_interval_ms", std::to_string(options_.heartbeat_interval_ms),
+                               "--heartbeat_timeout_ms", std::to_string(options_.heartbeat_timeout_ms),
+                               "--checkpoint_root", dir_ + "/checkpoints"},
+      dir_ + "/coordinator.log");
+  KP_RETURN_IF_ERROR(coordinator_->Start());
+  KP_ASSIGN_OR_RETURN(client_, launcher::CoordinatorClient::Connect({address_, kToken, "", 5000, true}));
+  bool up = false;
+  for (int i = 0; i < 200 && !up; ++i) {
+    up = client_->List().ok();
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  if (!up) return absl::UnavailableError("kp-coordinator did not come up; see " + coordinator_->log());
+  for (int i = 0; i < options_.agents; ++i) {
+    std::vector<std::string> argv = {Runfile("runtime/agent/kp-agent"),
+                                     "--coordinator",
+                                     address_,
+                                     "--token_file",
+                                     dir_ + "/token",
+                                     "--agent_id",
+                                     "node-" + std::to_string(i),
+                                     "--cpu_slots",
+                                     std::to_string(options_.slots_per_agent),
+                                     "--worker_binary",
+                                     Runfile("runtime/worker/kp-train"),
+                                     "--run_root",
+                                     run_root(),
+                                     "--checkpoint_root",
+                                     dir_ + "/checkpoints",
+                                     "--stop_grace_ms",
+                                     std::to_string(options_.stop_grace_ms)};
+    for (const auto& a : options_.extra_worker_args) {
+      argv.push_back("--worker_arg=" + a);
+    }
+    agents_.push_back(std::make_unique<Daemon>(argv, dir_ + "/agent-" + std::to_string(i) + ".log"));
+    KP_RETURN_IF_ERROR(agents_.back()->Start());
+  }
+  // Every agent registered with its slots.
+  for (int i = 0; i < 200; ++i) {
+    auto agents = client_->ListAgents();
+    if (agents.ok() && static_cast<int>(agents->size()) == options_.agents) return absl::OkStatus();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::UnavailableError("agents did not register; see " + dir_ + "/agent-*.log");
+}
+
+std::optional<int> FindWorkerPid(const std::string& run_dir, int64_t generation, int rank) {
+  const std::string rendezvous = run_dir + "/rendezvous/g" + std::to_string(generation);
+  for (const auto& entry : std::filesystem::directory_iterator("/proc")) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
+    std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+    std::string raw((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<std::string> args;
+    std::stringstream ss(raw);
+    for (std::string a; std::getline(ss, a, '\0');) args.push_back(a);
+    bool is_rank = false, is_gen = false;
+    for (size_t i = 0; i + 1 < args.size(); ++i) {
+      if (args[i] == "--rank" && args[i + 1] == std::to_string(rank)) is_rank = true;
+      if (args[i] == "--rendezvous" && args[i + 1] == rendezvous) is_gen = true;
+    }
+    if (is_rank && is_gen) return std::stoi(name);
+  }
+  return std::nullopt;
+}
+
+std::map<int64_t, double> ReadLosses(const std::string& metrics_jsonl) {
+  std::map<int64_t, double> out;
+  std::ifstream in(metrics_jsonl);
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded() || !j.contains("step") || !j.contains("loss") || !j["loss"].is_number()) continue;
+    out[j["step"].get<int64_t>()] = j["loss"].get<double>();
+  }
+  return out;
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace kp::ft
