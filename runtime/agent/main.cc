@@ -30,7 +30,8 @@ int main(int argc, char** argv) {
   app.add_option("--tls_ca", tls_ca, "PEM CA certificate: connect with TLS");
   app.add_option("--agent_id", agent_id, "stable node id (default: hostname)");
   app.add_option("--cpu_slots", cpu_slots, "offer N CPU devices instead of GPUs");
-  app.add_option("--worker_binary", sup.worker_binary, "worker program (kp-train)")->required();
+  app.add_option("--worker_binary", sup.worker_binary,
+                 "worker program (default: kp-train next to kp-agent, or ../worker/kp-train in a Bazel tree)");
   app.add_option("--worker_arg", sup.worker_args, "extra flag put before the per-rank ones (repeatable)");
   app.add_option("--run_root", sup.run_root, "run directories go here")->capture_default_str();
   app.add_option("--config_root", sup.config_root, "config_path of jobs resolves under this");
@@ -57,12 +58,26 @@ int main(int argc, char** argv) {
     spdlog::error("{}", devices.status().ToString());
     return 2;
   }
+  if (sup.worker_binary.empty()) {
+    const auto dir = std::filesystem::read_symlink("/proc/self/exe").parent_path();
+    for (const auto& candidate : {dir / "kp-train", dir / ".." / "worker" / "kp-train"}) {
+      if (std::filesystem::exists(candidate)) {
+        sup.worker_binary = candidate.lexically_normal().string();
+        break;
+      }
+    }
+    if (sup.worker_binary.empty()) {
+      spdlog::error("no kp-train next to kp-agent; pass --worker_binary");
+      return 2;
+    }
+  }
   char host[HOST_NAME_MAX + 1] = {};
   ::gethostname(host, sizeof(host));
   std::error_code ec;
   sup.run_root = std::filesystem::absolute(sup.run_root, ec).string();
   sup.worker_binary = std::filesystem::absolute(sup.worker_binary, ec).string();
   sup.token_file = std::filesystem::absolute(token_file, ec).string();
+  if (!tls_ca.empty()) sup.tls_ca_file = std::filesystem::absolute(tls_ca, ec).string();
   sup.stop_grace_micros = grace_ms * 1000;
 
   kp::RealClock clock;

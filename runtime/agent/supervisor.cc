@@ -5,6 +5,8 @@
 
 #include <set>
 
+#include <yaml-cpp/yaml.h>
+
 #include "runtime/common/files.h"
 
 namespace kp::agent {
@@ -22,6 +24,43 @@ std::string Lower(std::string s, const std::string& prefix) {
 
 }  // namespace
 
+absl::StatusOr<std::string> RenderWorkerConfig(const std::string& yaml, const v1::Assignment& a,
+                                               const std::string& data_path) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(yaml);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(std::string("job config is not YAML: ") + e.what());
+  }
+  if (!root.IsMap()) return absl::InvalidArgumentError("job config must be a YAML mapping");
+  root["parallel"]["dp"] = a.dp();
+  root["parallel"]["cp"] = a.cp();
+  switch (a.cp_mode()) {
+    case v1::CP_MODE_RING:
+    case v1::CP_MODE_ZIGZAG:  // the engine's ring attention balances causal work with the zigzag layout
+      root["parallel"]["cp_mode"] = "ring";
+      break;
+    case v1::CP_MODE_ALLGATHER:
+      root["parallel"]["cp_mode"] = "allgather";
+      break;
+    case v1::CP_MODE_ULYSSES:
+      root["parallel"]["cp_mode"] = "ulysses";
+      break;
+    default:
+      break;
+  }
+  if (a.precision() != v1::PRECISION_UNSPECIFIED) root["precision"] = Lower(v1::Precision_Name(a.precision()), "PRECISION_");
+  if (!data_path.empty()) {
+    root["data"]["corpus"] = "path";
+    root["data"]["path"] = data_path;
+  }
+  if (a.checkpoint_every_steps() > 0) root["training"]["checkpoint_every"] = a.checkpoint_every_steps();
+  if (a.checkpoint_keep_last() > 0) root["training"]["keep_checkpoints"] = a.checkpoint_keep_last();
+  YAML::Emitter out;
+  out << root;
+  return std::string(out.c_str()) + "\n";
+}
+
 WorkerPaths PathsFor(const SupervisorOptions& options, const v1::Assignment& a) {
   WorkerPaths p;
   p.run_dir = options.run_root + "/" + a.run_name();
@@ -36,14 +75,7 @@ WorkerPaths PathsFor(const SupervisorOptions& options, const v1::Assignment& a) 
 
 absl::StatusOr<std::pair<std::vector<std::string>, std::vector<std::string>>> WorkerCommand(
     const SupervisorOptions& options, const v1::Assignment& a, const WorkerPaths& paths) {
-  std::string config = paths.config;
-  if (!a.config_path().empty()) {
-    if (options.config_root.empty()) {
-      return absl::FailedPreconditionError("job uses config_path " + a.config_path() +
-                                           " but this agent has no --config_root");
-    }
-    KP_ASSIGN_OR_RETURN(config, ResolveUnderRoot(options.config_root, a.config_path()));
-  }
+  const std::string config = paths.config;
   std::vector<std::string> argv = {options.worker_binary};
   argv.insert(argv.end(), options.worker_args.begin(), options.worker_args.end());
   const bool cuda = a.device_kind() == v1::DEVICE_KIND_CUDA;
@@ -82,6 +114,7 @@ absl::StatusOr<std::pair<std::vector<std::string>, std::vector<std::string>>> Wo
       "KP_PRECISION=" + Lower(v1::Precision_Name(a.precision()), "PRECISION_"),
   };
   if (!options.token_file.empty()) env.push_back("KP_TOKEN_FILE=" + options.token_file);
+  if (!options.tls_ca_file.empty()) env.push_back("KP_TLS_CA=" + options.tls_ca_file);
   if (!a.data_path().empty()) {
     if (options.data_root.empty()) return absl::FailedPreconditionError("job has a data_path but no --data_root");
     KP_ASSIGN_OR_RETURN(std::string data, ResolveUnderRoot(options.data_root, a.data_path()));
@@ -112,9 +145,32 @@ void Supervisor::StartWorker(Worker& w) {
   for (const auto& dir : {paths.run_dir + "/logs", paths.run_dir + "/metrics", paths.rendezvous_dir}) {
     if (absl::Status st = MakeDirs(dir); !st.ok()) return fail(st);
   }
-  if (a.config_path().empty()) {
-    if (absl::Status st = WriteFileAtomically(paths.config, a.config_yaml()); !st.ok()) return fail(st);
+  std::string yaml = a.config_yaml();
+  if (!a.config_path().empty()) {
+    if (options_.config_root.empty()) {
+      return fail(absl::FailedPreconditionError("job uses config_path " + a.config_path() +
+                                                " but this agent has no --config_root"));
+    }
+    auto path = ResolveUnderRoot(options_.config_root, a.config_path());
+    if (!path.ok()) return fail(path.status());
+    auto text = ReadFile(*path);
+    if (!text.ok()) return fail(text.status());
+    yaml = *text;
   }
+  std::string data_path;
+  if (!a.data_path().empty()) {
+    if (options_.data_root.empty()) {
+      return fail(absl::FailedPreconditionError("job has a data_path but this agent has no --data_root"));
+    }
+    auto resolved = ResolveUnderRoot(options_.data_root, a.data_path());
+    if (!resolved.ok()) return fail(resolved.status());
+    data_path = *resolved;
+  }
+  auto rendered = RenderWorkerConfig(yaml, a, data_path);
+  if (!rendered.ok()) return fail(rendered.status());
+  // Every rank of the job on this node writes the same text; atomic writes
+  // make that harmless.
+  if (absl::Status st = WriteFileAtomically(paths.config, *rendered); !st.ok()) return fail(st);
   // A metrics file left by an earlier attempt would report stale progress.
   std::remove(paths.metrics.c_str());
   auto cmd = WorkerCommand(options_, a, paths);

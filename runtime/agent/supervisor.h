@@ -34,6 +34,8 @@ struct SupervisorOptions {
   std::string checkpoint_root;
   // Given to workers as KP_TOKEN_FILE for the rendezvous service.
   std::string token_file;
+  // Given to workers as KP_TLS_CA when the coordinator serves TLS.
+  std::string tls_ca_file;
   int64_t stop_grace_micros = 10'000'000;
 };
 
@@ -48,6 +50,13 @@ struct WorkerPaths {
 };
 
 WorkerPaths PathsFor(const SupervisorOptions& options, const v1::Assignment& a);
+
+// The config the worker reads: the job's YAML with what the JobSpec decides
+// written over it (parallel.dp / cp / cp_mode, precision, data, checkpoint
+// cadence), so kp-train's own checks (e.g. parallel.dp == world_size / cp)
+// agree with the placement. `data_path` is already resolved on this node.
+absl::StatusOr<std::string> RenderWorkerConfig(const std::string& yaml, const v1::Assignment& a,
+                                               const std::string& data_path);
 
 // The worker's command line and extra environment. --local_rank is the
 // device the worker must use (its CUDA ordinal or CPU slot on this node);

@@ -6,6 +6,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 #include "runtime/agent/fake_process_launcher.h"
 
@@ -61,9 +62,10 @@ TEST_F(SupervisorTest, StartsOneWorkerPerAssignmentWithItsCommand) {
   EXPECT_EQ(p.spec.stdout_path, run_dir + "/logs/g1.rank1.out");
   EXPECT_NE(std::find(p.spec.env.begin(), p.spec.env.end(), "KP_RENDEZVOUS_PREFIX=jobs/j1/g1/"), p.spec.env.end());
   std::ifstream cfg(run_dir + "/config.yaml");
-  std::string line;
-  std::getline(cfg, line);
-  EXPECT_EQ(line, "model: {layers: 2}");
+  std::stringstream text;
+  text << cfg.rdbuf();
+  EXPECT_NE(text.str().find("layers: 2"), std::string::npos) << text.str();
+  EXPECT_NE(text.str().find("dp: 2"), std::string::npos) << text.str();
   // Reconciling the same set again starts nothing new.
   sup_->Reconcile({Assign("j1", 1, 0), Assign("j1", 1, 1)});
   EXPECT_EQ(launcher_.started(), 2u);
@@ -129,6 +131,31 @@ TEST_F(SupervisorTest, ConfigPathMustStayUnderTheConfigRoot) {
   ASSERT_EQ(r.size(), 1u);
   EXPECT_EQ(r[0].state(), v1::WORKER_STATE_START_FAILED);
   EXPECT_NE(r[0].message().find("escapes"), std::string::npos) << r[0].message();
+}
+
+TEST(RenderWorkerConfig, SpecDecidesLayoutPrecisionDataAndCheckpoints) {
+  v1::Assignment a = Assign("j", 1, 0, 8);
+  a.set_dp(4);
+  a.set_cp(2);
+  a.set_cp_mode(v1::CP_MODE_ULYSSES);
+  a.set_precision(v1::PRECISION_BF16);
+  a.set_checkpoint_every_steps(50);
+  auto out = RenderWorkerConfig("model: {d_model: 64}\nparallel: {dp: 1, cp: 1, cp_mode: auto}\nprecision: fp32\n"
+                                "training: {steps: 10}\n", a, "/data/shards");
+  ASSERT_TRUE(out.ok()) << out.status();
+  for (const char* want : {"dp: 4", "cp: 2", "cp_mode: ulysses", "precision: bf16", "corpus: path",
+                           "path: /data/shards", "checkpoint_every: 50", "d_model: 64", "steps: 10"}) {
+    EXPECT_NE(out->find(want), std::string::npos) << want << " in\n" << *out;
+  }
+  // Unspecified values keep the config's own.
+  a.set_cp_mode(v1::CP_MODE_UNSPECIFIED);
+  a.set_precision(v1::PRECISION_UNSPECIFIED);
+  out = RenderWorkerConfig("parallel: {cp_mode: auto}\nprecision: fp32\n", a, "");
+  EXPECT_NE(out->find("cp_mode: auto"), std::string::npos) << *out;
+  EXPECT_NE(out->find("precision: fp32"), std::string::npos) << *out;
+  EXPECT_EQ(out->find("corpus"), std::string::npos) << *out;
+  EXPECT_FALSE(RenderWorkerConfig("[1, 2]", a, "").ok());
+  EXPECT_FALSE(RenderWorkerConfig("a: [", a, "").ok());
 }
 
 TEST_F(SupervisorTest, StopAllEndsEveryWorker) {

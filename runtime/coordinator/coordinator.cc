@@ -481,6 +481,8 @@ std::optional<std::vector<v1::Assignment>> Coordinator::TryPlace(const JobEntry&
     a.set_data_path(spec.data_path());
     a.set_steps(spec.steps());
     a.set_checkpoint_dir(spec.checkpoint().dir());
+    a.set_checkpoint_every_steps(spec.checkpoint().every_steps());
+    a.set_checkpoint_keep_last(spec.checkpoint().keep_last());
     a.set_resume(spec.checkpoint().resume() || (generation > 1 && !spec.checkpoint().dir().empty()));
     a.set_precision(spec.precision());
     a.set_cp_mode(spec.cp_mode());

@@ -21,6 +21,8 @@ class E2eTest : public ::testing::Test {
     store_ = coordinator::NewMemoryStateStore();
     coordinator::CoordinatorOptions o;
     o.heartbeat_interval_ms = 200;
+    ckpt_root_ = TempDir("ckpt");
+    o.roots.checkpoint_root = ckpt_root_;
     coord_ = *coordinator::Coordinator::Create(store_.get(), &clock_, o);
     coordinator::ServerOptions so;
     so.token = kToken;
@@ -37,6 +39,7 @@ class E2eTest : public ::testing::Test {
     return st.ok() ? *st : v1::JobStatus();
   }
 
+  std::string ckpt_root_;
   RealClock clock_;
   std::unique_ptr<coordinator::StateStore> store_;
   std::unique_ptr<coordinator::Coordinator> coord_;
@@ -87,6 +90,26 @@ TEST_F(E2eTest, FailingWorkerFailsTheJobWithItsExitCode) {
     }
   }
   EXPECT_TRUE(saw);
+}
+
+TEST_F(E2eTest, ElasticJobRestartsAsANewGenerationWithResume) {
+  TestAgent agent(server_->address(), "node-a", 2, TempDir("runs"), ckpt_root_);
+  v1::JobSpec spec = FakeJob("elastic", 2, 4, "fake_exit_code: 9\nfake_fail_rank: 0\nfake_fail_generation: 1\n");
+  spec.set_elastic(true);
+  spec.set_max_restarts(2);
+  spec.mutable_checkpoint()->set_dir("elastic");
+  auto job = client_->Submit(spec);
+  ASSERT_TRUE(job.ok()) << job.status();
+  std::vector<v1::JobEvent> events;
+  v1::JobStatus final = WatchToEnd(job->job_id(), &events);
+  EXPECT_EQ(final.state(), v1::JOB_STATE_COMPLETED) << final.message();
+  EXPECT_EQ(final.generation(), 2);
+  EXPECT_EQ(final.restarts(), 1);
+  // Generation 2 was started with --resume (the fake worker logs it).
+  std::ifstream out(agent.run_root() + "/elastic-" + job->job_id() + "/logs/g2.rank0.out");
+  std::stringstream ss;
+  ss << out.rdbuf();
+  EXPECT_NE(ss.str().find("resume 1"), std::string::npos) << ss.str();
 }
 
 TEST_F(E2eTest, TwoAgentsOnOneHostFormOneJob) {

@@ -5,6 +5,7 @@
 #   fake_fail_rank: R        only rank R uses fake_exit_code
 #   fake_step_seconds: S     sleep S per step (default 0.02)
 #   fake_hang: true          ignore the step count and run until signalled
+#   fake_fail_generation: G  only generation G (KP_GENERATION) uses fake_exit_code
 set -eu
 config="" steps=1 metrics="" rank=0 world=1 resume=0 run_dir="" rendezvous=""
 while [ $# -gt 0 ]; do
@@ -26,7 +27,9 @@ code=$(get fake_exit_code); code=${code:-0}
 fail_rank=$(get fake_fail_rank)
 pause=$(get fake_step_seconds); pause=${pause:-0.02}
 hang=$(get fake_hang)
+fail_gen=$(get fake_fail_generation)
 if [ -n "$fail_rank" ] && [ "$fail_rank" != "$rank" ]; then code=0; fi
+if [ -n "$fail_gen" ] && [ "$fail_gen" != "${KP_GENERATION:-}" ]; then code=0; fi
 echo "fake_worker rank $rank/$world steps $steps resume $resume run_dir $run_dir rendezvous $rendezvous job ${KP_JOB_ID:-?}"
 [ -d "$run_dir" ] || { echo "no run dir" >&2; exit 65; }
 i=1

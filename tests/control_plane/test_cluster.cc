@@ -10,8 +10,9 @@
 namespace kp::testing {
 namespace {
 
-agent::SupervisorOptions SupOptions(const std::string& run_root) {
+agent::SupervisorOptions SupOptions(const std::string& run_root, const std::string& checkpoint_root) {
   agent::SupervisorOptions o;
+  o.checkpoint_root = checkpoint_root;
   o.worker_binary = Runfile("tests/control_plane/fake_worker.sh");
   o.run_root = run_root;
   o.stop_grace_micros = 2'000'000;
@@ -43,9 +44,10 @@ std::string TempDir(const std::string& name) {
 
 std::string Runfile(const std::string& path) { return std::filesystem::absolute(path).string(); }
 
-TestAgent::TestAgent(const std::string& coordinator, const std::string& id, int slots, const std::string& run_root)
+TestAgent::TestAgent(const std::string& coordinator, const std::string& id, int slots, const std::string& run_root,
+                     const std::string& checkpoint_root)
     : run_root_(run_root),
-      supervisor_(&launcher_, &clock_, SupOptions(run_root)),
+      supervisor_(&launcher_, &clock_, SupOptions(run_root, checkpoint_root)),
       agent_(AgentOpts(coordinator, id, slots), &supervisor_) {
   thread_ = std::thread([this] { agent_.Run(&stop_).IgnoreError(); });
 }

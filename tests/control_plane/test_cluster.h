@@ -27,7 +27,8 @@ std::string Runfile(const std::string& path);
 // One kp-agent, in-process, with `slots` CPU devices.
 class TestAgent {
  public:
-  TestAgent(const std::string& coordinator, const std::string& id, int slots, const std::string& run_root);
+  TestAgent(const std::string& coordinator, const std::string& id, int slots, const std::string& run_root,
+            const std::string& checkpoint_root = "");
   ~TestAgent();
   int live_workers() const { return supervisor_.live_workers(); }
   const std::string& run_root() const { return run_root_; }
