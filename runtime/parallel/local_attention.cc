@@ -29,6 +29,12 @@ std::vector<Segment> Unflatten(const std::vector<int64_t>& flat) {
   return segs;
 }
 
+bool CoversEverything(const std::vector<BlockTask>& tasks, const at::Tensor& q,
+                      const at::Tensor& k) {
+  return tasks.size() == 1 && tasks[0].q_offset == 0 && tasks[0].q_length == q.size(2) &&
+         tasks[0].k_offset == 0 && tasks[0].k_length == k.size(2);
+}
+
 struct LocalAttentionFunction : public torch::autograd::Function<LocalAttentionFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                                const at::Tensor& v, const std::vector<Segment>& q_segments,
@@ -36,17 +42,27 @@ struct LocalAttentionFunction : public torch::autograd::Function<LocalAttentionF
                                const LocalAttentionOptions& options) {
     const double scale = ResolveScale(options.scale, q);
     const std::vector<BlockTask> tasks = PlanBlocks(q_segments, k_segments, options.causal);
-    MergeAccumulator acc = MakeAccumulator(q);
-    RunForwardTasks(q, k, v, tasks, scale, options.backend, options.merge, acc);
-    at::Tensor out = acc.out.to(q.scalar_type());
-    ctx->save_for_backward({q, k, v, out, acc.lse});
+    at::Tensor out, lse;
+    if (CoversEverything(tasks, q, k)) {
+      // One call over all rows (cp = 1, Ulysses): its output is the answer,
+      // no accumulator pass; this is what makes cp = 1 cost nothing.
+      BlockOutput blk = AttentionBlockForward(q, k, v, tasks[0].mask, scale, options.backend);
+      out = blk.out.to(q.scalar_type());
+      lse = blk.lse;
+    } else {
+      MergeAccumulator acc = MakeAccumulator(q);
+      RunForwardTasks(q, k, v, tasks, scale, options.backend, options.merge, acc);
+      out = acc.out.to(q.scalar_type());
+      lse = acc.lse;
+    }
+    ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["q_segments"] = Flatten(q_segments);
     ctx->saved_data["k_segments"] = Flatten(k_segments);
     ctx->saved_data["causal"] = options.causal;
     ctx->saved_data["scale"] = scale;
     ctx->saved_data["backend"] = static_cast<int64_t>(options.backend);
-    ctx->mark_non_differentiable({acc.lse});
-    return {out, acc.lse};
+    ctx->mark_non_differentiable({lse});
+    return {out, lse};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -57,11 +73,17 @@ struct LocalAttentionFunction : public torch::autograd::Function<LocalAttentionF
                                   ctx->saved_data["causal"].toBool());
     const double scale = ctx->saved_data["scale"].toDouble();
     const auto backend = static_cast<AttnBackend>(ctx->saved_data["backend"].toInt());
+    at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(out);
+    if (CoversEverything(tasks, q, k)) {
+      const BlockGrads g =
+          AttentionBlockBackward(dout, q, k, v, out, lse, tasks[0].mask, scale, backend);
+      return {g.dq.to(q.scalar_type()), g.dk.to(k.scalar_type()), g.dv.to(v.scalar_type()),
+              at::Tensor(), at::Tensor(), at::Tensor()};
+    }
     const at::ScalarType acc_dt = AccumulationDtype(q);
     at::Tensor dq = at::zeros(q.sizes(), q.options().dtype(acc_dt));
     at::Tensor dk = at::zeros(k.sizes(), k.options().dtype(acc_dt));
     at::Tensor dv = at::zeros(v.sizes(), v.options().dtype(acc_dt));
-    at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(out);
     RunBackwardTasks(dout, q, k, v, out, lse, tasks, scale, backend, dq, dk, dv);
     return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type()),
             at::Tensor(), at::Tensor(), at::Tensor()};
