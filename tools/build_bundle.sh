@@ -32,17 +32,26 @@ for t in ${KP_BUNDLE_EXTRA:-}; do EXTRA_TARGETS+=("$t"); done
 for t in "${EXTRA_TARGETS[@]}"; do
   if "$ROOT/tools/bazel.sh" query "$t" >/dev/null 2>&1; then TARGETS+=("$t"); else echo "[bundle] skip $t (not built yet)" >&2; fi
 done
-# Every test target tagged "gpu" joins the bundle as well.
-while read -r t; do [[ -n "$t" ]] && TARGETS+=("$t"); done < <("$ROOT/tools/bazel.sh" query 'attr(tags, "gpu", tests(//...))' 2>/dev/null || true)
+# Every C++ test that can use a GPU (it depends on the GPU-skip helper) or is
+# tagged "gpu" joins the bundle, as does every binary under bench/.
+while read -r t; do [[ -n "$t" ]] && TARGETS+=("$t"); done < <("$ROOT/tools/bazel.sh" query --keep_going \
+  'kind("cc_test", rdeps(//..., //kernels:gpu_test_util)) + attr(tags, "gpu", tests(//...)) + kind("cc_binary", //bench/...)' 2>/dev/null | sort -u || true)
 
-"$ROOT/tools/bazel.sh" build --config=opt --jobs="$(nproc)" "${TARGETS[@]}"
+# KP_BUNDLE_KEEP_GOING=1 bundles whatever builds (for checking work in
+# progress on a GPU); by default any failure stops the bundle.
+keep=(); [[ -n "${KP_BUNDLE_KEEP_GOING:-}" ]] && keep=(--keep_going)
+"$ROOT/tools/bazel.sh" build --config=opt --jobs="$(nproc)" "${keep[@]}" "${TARGETS[@]}" || [[ -n "${KP_BUNDLE_KEEP_GOING:-}" ]]
 BIN="$("$ROOT/tools/bazel.sh" info --config=opt bazel-bin 2>/dev/null)"
 
 rm -rf "$OUT"; mkdir -p "$OUT/bin" "$OUT/lib"
 for t in "${TARGETS[@]}"; do
   pkg="${t#//}"; pkg="${pkg%%:*}"; name="${t##*:}"
   src="$BIN/$pkg/$name"
-  [[ -x "$src" ]] || { echo "[bundle] missing $src" >&2; exit 1; }
+  if [[ ! -x "$src" ]]; then
+    echo "[bundle] missing $src" >&2
+    [[ -n "${KP_BUNDLE_KEEP_GOING:-}" ]] && continue
+    exit 1
+  fi
   cp "$src" "$OUT/bin/$name"
   # Runtime data files next to a binary (configs etc.) come from runfiles.
 done
