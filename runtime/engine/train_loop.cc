@@ -6,6 +6,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/engine/data/zigzag.h"
 #include "runtime/engine/device.h"
 
 namespace kp::engine {
@@ -31,7 +32,18 @@ absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
                                       MetricsSink& metrics, const TrainLoopOptions& options) {
   const TrainingConfig& t = config.training;
   const c10::Device device = options.device;
-  const AttentionContext whole = WholeSequenceContext(t.seq_len, device);
+  // Which tokens of each sequence this rank holds: all of them, or with
+  // context parallelism the zigzag shard (chunks r and 2cp-1-r) with their
+  // global positions, so RoPE and the causal mask see the true positions.
+  AttentionContext actx = WholeSequenceContext(t.seq_len, device);
+  if (options.cp_size > 1) {
+    KP_ASSIGN_OR_RETURN(at::Tensor positions,
+                        data::ZigzagPositions(t.seq_len, options.cp_rank, options.cp_size));
+    actx.positions = positions.to(device);
+    actx.layout = SequenceLayout::kZigzag;
+    actx.cp_rank = options.cp_rank;
+    actx.cp_size = options.cp_size;
+  }
   const int64_t tokens_per_step = t.micro_batch * t.seq_len * t.grad_accum * options.dp_world;
   const double flops_per_token =
       TrainingFlopsPerToken(config.model, model.NumParameters(/*include_embedding=*/false), t.seq_len);
@@ -53,7 +65,13 @@ absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
       batch = batch.to(device);
       at::Tensor inputs = batch.narrow(1, 0, t.seq_len);
       at::Tensor targets = batch.narrow(1, 1, t.seq_len);
-      at::Tensor loss = model.Loss(inputs, targets, whole, t.loss_chunk_tokens);
+      if (options.cp_size > 1) {
+        KP_ASSIGN_OR_RETURN(inputs, data::ZigzagShard(inputs, 1, options.cp_rank, options.cp_size));
+        KP_ASSIGN_OR_RETURN(targets, data::ZigzagShard(targets, 1, options.cp_rank, options.cp_size));
+      }
+      // With cp > 1 this is the mean over this rank's shard; the gradient
+      // average over all dp * cp ranks then equals that of the global mean.
+      at::Tensor loss = model.Loss(inputs, targets, actx, t.loss_chunk_tokens);
       sync.PrepareForBackward(/*last_micro_step=*/micro == t.grad_accum - 1);
       (loss / static_cast<double>(t.grad_accum)).backward();
       loss_sum += loss.detach().to(at::kDouble);
@@ -95,9 +113,9 @@ absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
     m.grad_norm = grad_norm;
     m.time_s = seconds;
     m.tokens_per_s = static_cast<double>(tokens_per_step) / seconds;
-    m.mfu = options.peak_flops > 0
-                ? flops_per_token * m.tokens_per_s / (options.peak_flops * options.dp_world)
-                : 0.0;
+    m.mfu = options.peak_flops > 0 ? flops_per_token * m.tokens_per_s /
+                                         (options.peak_flops * options.dp_world * options.cp_size)
+                                   : 0.0;
     m.peak_mem_bytes = PeakMemoryBytes(device);
     m.skipped = !finite;
     metrics.OnStep(m);

@@ -53,8 +53,12 @@ struct TrainLoopOptions {
   int64_t start_step = 0;  // first step to run (> 0 after a resume)
   int64_t end_step = 0;    // one past the last step
   c10::Device device = c10::kCPU;
-  int dp_world = 1;         // for tokens/s and MFU over all ranks
-  double peak_flops = 0;    // per device; 0: MFU reported as 0
+  int dp_world = 1;         // data-parallel replicas: tokens/s counts all of them
+  // Context parallelism: this rank holds the zigzag shard cp_rank of every
+  // sequence (the model's Attention must be the CP one over the cp group).
+  int cp_rank = 0;
+  int cp_size = 1;
+  double peak_flops = 0;    // per device; 0: MFU reported as 0 (devices = dp * cp)
 };
 
 struct TrainResult {

@@ -19,7 +19,9 @@
 #include "runtime/engine/data/training_data.h"
 #include "runtime/engine/device.h"
 #include "runtime/engine/log.h"
+#include "runtime/parallel/cp_engine_attention.h"
 #include "runtime/parallel/data_parallel.h"
+#include "runtime/parallel/mode_select.h"
 
 namespace kp::worker {
 namespace {
@@ -80,6 +82,16 @@ class ManagerCheckpoints final : public engine::CheckpointSink {
   int64_t global_batch_;
   std::string config_hash_;
 };
+
+std::string CpModeName(engine::CpMode m) {
+  switch (m) {
+    case engine::CpMode::kAuto: return "auto";
+    case engine::CpMode::kRing: return "ring";
+    case engine::CpMode::kAllGather: return "allgather";
+    case engine::CpMode::kUlysses: return "ulysses";
+  }
+  return "auto";
+}
 
 // What must match for a checkpoint to be loadable into this model.
 std::string ModelHash(const Config& c) {
@@ -152,16 +164,17 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     return absl::InvalidArgumentError(absl::StrCat("rank ", options.rank, " is outside world_size ",
                                                    options.world_size));
   }
-  if (config.parallel.cp != 1) {
-    return absl::UnimplementedError(absl::StrCat(
-        config.source, ": parallel.cp: context parallelism is not wired into kp-train yet "
-        "(runtime/parallel/ has the attention; the loop runs whole sequences)"));
+  const int cp = static_cast<int>(config.parallel.cp);
+  const int dp = static_cast<int>(config.parallel.dp);
+  if (dp * cp != options.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        config.source, ": parallel.dp * parallel.cp is ", dp, " * ", cp, " = ", dp * cp,
+        " but world_size is ", options.world_size));
   }
-  if (config.parallel.dp != options.world_size) {
-    return absl::InvalidArgumentError(absl::StrCat(config.source, ": parallel.dp is ",
-                                                   config.parallel.dp, " but world_size is ",
-                                                   options.world_size));
-  }
+  // Rank layout: the cp ranks of one sequence are consecutive (one node's
+  // fast links); rank = dp_rank * cp + cp_rank.
+  const int dp_rank = options.rank / cp;
+  const int cp_rank = options.rank % cp;
   KP_RETURN_IF_ERROR(MakeDirs(options.run_dir));
   if (options.threads > 0) at::set_num_threads(options.threads);
 
@@ -180,9 +193,39 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   // Every rank draws the same initial weights from the seed (and rank 0's
   // are broadcast anyway under data parallelism).
   lctx.generator = at::make_generator<at::CPUGeneratorImpl>(t.seed);
+  // The ranks' group: all dp * cp ranks average gradients together (cp ranks
+  // hold partial gradients of the same replica); the cp ranks of one
+  // sequence also form a sub-group for the attention.
+  std::unique_ptr<comm::FileStore> store;
+  std::unique_ptr<comm::Communicator> owned_comm;
+  comm::Communicator* world_comm = nullptr;
+  if (options.world_size > 1) {
+    comm::Communicator* comm = options.communicator;
+    if (comm == nullptr) {
+      if (options.rendezvous.empty()) {
+        return absl::InvalidArgumentError("world_size > 1 needs --rendezvous (a shared directory)");
+      }
+      KP_RETURN_IF_ERROR(MakeDirs(options.rendezvous));
+      store = std::make_unique<comm::FileStore>(options.rendezvous);
+      comm::CommOptions co;
+      co.cuda_device = device.is_cuda() ? device.index() : -1;
+      KP_ASSIGN_OR_RETURN(owned_comm, comm::CreateCommunicator(device.is_cuda() ? "nccl" : "gloo",
+                                                               options.rank, options.world_size,
+                                                               *store, co));
+      comm = owned_comm.get();
+    }
+    world_comm = comm;
+  }
+  std::unique_ptr<comm::Communicator> cp_comm;
+  std::shared_ptr<engine::Attention> attention = engine::MakeLocalAttention();
+  if (cp > 1) {
+    KP_ASSIGN_OR_RETURN(cp_comm, world_comm->Split(/*color=*/dp_rank, /*key=*/cp_rank));
+    parallel::CpOptions cpo;
+    KP_ASSIGN_OR_RETURN(cpo.mode, parallel::ParseCpMode(CpModeName(config.parallel.cp_mode)));
+    attention = parallel::MakeContextParallelAttention(cp_comm.get(), cpo);
+  }
   auto model = std::make_shared<engine::Transformer>(config.model, *factory, lctx,
-                                                     engine::MakeLocalAttention(),
-                                                     t.activation_checkpointing);
+                                                     attention, t.activation_checkpointing);
   engine::Optimizer optimizer(*model, t);
   engine::LogInfo(absl::StrFormat(
       "model: %d parameters (%d without the embedding), %s on %s, activation checkpointing %s",
@@ -213,9 +256,9 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   data::SamplerOptions so;
   so.seed = t.seed;
   so.seq_len = t.seq_len;
-  so.global_batch = t.micro_batch * t.grad_accum * options.world_size;
-  so.dp_rank = options.rank;
-  so.dp_world = options.world_size;
+  so.global_batch = t.micro_batch * t.grad_accum * dp;
+  so.dp_rank = dp_rank;  // the cp ranks of one replica read the same samples
+  so.dp_world = dp;
   so.grad_accum = static_cast<int>(t.grad_accum);
   KP_ASSIGN_OR_RETURN(auto sampler, data::Sampler::Create(source, so));
   SamplerBatches batches(std::move(sampler));
@@ -242,26 +285,9 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     }
   }
 
-  // Data parallel: gradients averaged by the reducer, overlapped with backward.
-  std::unique_ptr<comm::FileStore> store;
-  std::unique_ptr<comm::Communicator> owned_comm;
   std::unique_ptr<engine::GradientSync> sync = std::make_unique<engine::GradientSync>();
-  if (options.world_size > 1) {
-    comm::Communicator* comm = options.communicator;
-    if (comm == nullptr) {
-      if (options.rendezvous.empty()) {
-        return absl::InvalidArgumentError("world_size > 1 needs --rendezvous (a shared directory)");
-      }
-      KP_RETURN_IF_ERROR(MakeDirs(options.rendezvous));
-      store = std::make_unique<comm::FileStore>(options.rendezvous);
-      comm::CommOptions co;
-      co.cuda_device = device.is_cuda() ? device.index() : -1;
-      KP_ASSIGN_OR_RETURN(owned_comm, comm::CreateCommunicator(device.is_cuda() ? "nccl" : "gloo",
-                                                               options.rank, options.world_size,
-                                                               *store, co));
-      comm = owned_comm.get();
-    }
-    auto reducer = std::make_unique<parallel::GradientReducer>(comm, optimizer.parameters());
+  if (world_comm != nullptr) {
+    auto reducer = std::make_unique<parallel::GradientReducer>(world_comm, optimizer.parameters());
     if (start_step == 0) KP_RETURN_IF_ERROR(reducer->BroadcastParameters(0));
     sync = std::make_unique<ReducerSync>(std::move(reducer));
   }
@@ -283,7 +309,9 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   lo.start_step = start_step;
   lo.end_step = options.stop_after_steps ? std::min(t.steps, *options.stop_after_steps) : t.steps;
   lo.device = device;
-  lo.dp_world = options.world_size;
+  lo.dp_world = dp;
+  lo.cp_rank = cp_rank;
+  lo.cp_size = cp;
   lo.peak_flops = engine::PeakFlops(device, low_precision);
   engine::ResetPeakMemory(device);
   if (start_step >= lo.end_step) {
