@@ -265,11 +265,13 @@ absl::StatusOr<v1::RegisterAgentResponse> Coordinator::RegisterAgent(const v1::A
 
 void Coordinator::UpdateProgress(JobEntry& entry) {
   v1::Progress p = entry.status.progress();
-  double tokens = 0;
-  for (const auto& [rank, r] : entry.reports) tokens += r.tokens_per_s();
+  // Rank 0 speaks for the job: kp-train writes metrics on rank 0 only, and
+  // its tokens_per_s already counts every data-parallel rank.
   auto r0 = entry.reports.find(0);
-  int64_t step = r0 != entry.reports.end() ? r0->second.step() : p.step();
-  double loss = r0 != entry.reports.end() ? r0->second.loss() : p.loss();
+  if (r0 == entry.reports.end()) return;
+  const int64_t step = r0->second.step();
+  const double loss = r0->second.loss();
+  const double tokens = r0->second.tokens_per_s();
   if (step == p.step() && loss == p.loss() && tokens == p.tokens_per_s()) return;
   p.set_step(step);
   p.set_loss(loss);
