@@ -50,7 +50,7 @@ struct Ctx {
   std::atomic<bool> aborted{false};
   // Touched only on the queue's thread.
   uint64_t seq = 0;
-  std::map<int, uint64_t> splits;
+  uint64_t splits = 0;
 
   int global() const { return members[index]; }
   int size() const { return static_cast<int>(members.size()); }
@@ -259,7 +259,7 @@ class FakeCommunicator final : public Communicator {
         queue_
             .Enqueue("Split",
                      [c = ctx_, color, key, out]() -> absl::Status {
-                       const uint64_t n = c->splits[0]++;
+                       const uint64_t n = c->splits++;
                        KP_ASSIGN_OR_RETURN(auto g, c->Exchange("Split", at::Tensor(), {color, key}));
                        if (color < 0) return absl::OkStatus();
                        std::vector<std::tuple<int64_t, int, int>> mine;  // key, index, global

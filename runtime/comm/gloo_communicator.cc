@@ -120,6 +120,7 @@ struct Ctx {
   std::chrono::milliseconds timeout{0};
   // Touched only on the queue's thread.
   std::map<std::pair<int, int>, uint64_t> p2p_seq;
+  // Touched only by Split, which callers issue from one thread in rank order.
   uint64_t splits = 0;
   std::deque<at::Tensor> to_self;  // gloo has no pair to oneself
   absl::Status broken;  // set by the first transport failure
