@@ -247,7 +247,20 @@ std::shared_ptr<engine::LinearLayer> Fp8Session::Create(const engine::LinearSpec
     }
     chooser_ = std::make_unique<LayerChooser>(options_, timer_.get());
   }
-  const LayerChoice c = chooser_->Choose(spec.name, {options_.tokens, spec.in_features, spec.out_features});
+  LayerChoice c;
+  auto forced = options_.forced_choices.find(spec.name);
+  if (forced != options_.forced_choices.end()) {
+    c.fp8 = forced->second;
+    c.reason = "restored from the checkpoint";
+    if (c.fp8 && !ShapeSupportsFp8({options_.tokens > 0 ? options_.tokens : 16, spec.in_features,
+                                    spec.out_features})) {
+      c.fp8 = false;
+      c.reason = "restored as FP8 but the shape does not allow it";
+    }
+    LogInfo(absl::StrCat("fp8 layer ", spec.name, ": ", c.fp8 ? "FP8" : "BF16", " (", c.reason, ")"));
+  } else {
+    c = chooser_->Choose(spec.name, {options_.tokens, spec.in_features, spec.out_features});
+  }
   choices_.emplace_back(spec.name, c);
   if (!c.fp8) return dense_->Create(spec, context);
   auto layer = std::make_shared<Fp8Linear>(spec, context, options_);
@@ -307,9 +320,45 @@ std::map<std::string, at::Tensor> Fp8Session::StateDict() const {
 
 absl::Status Fp8Session::LoadStateDict(const std::map<std::string, at::Tensor>& tensors) {
   for (const auto& layer : fp8_layers()) {
+    const std::string prefix = layer->layer_name() + ".fp8.";
+    auto it = tensors.lower_bound(prefix);
+    if (it == tensors.end() || it->first.compare(0, prefix.size(), prefix) != 0) {
+      LogWarn(absl::StrCat("fp8 layer ", layer->layer_name(),
+                           ": the checkpoint has no FP8 state for it (it ran BF16 then); "
+                           "starting with fresh scales"));
+      continue;
+    }
     KP_RETURN_IF_ERROR(fp8::LoadStateDict(layer->layer_name(), tensors, &layer->state()));
   }
   return absl::OkStatus();
+}
+
+std::string Fp8Session::EncodeChoices() const {
+  std::string out;
+  for (const auto& [name, choice] : choices()) {
+    absl::StrAppend(&out, out.empty() ? "" : ";", name, "=", choice.fp8 ? "fp8" : "bf16");
+  }
+  return out;
+}
+
+absl::StatusOr<std::map<std::string, bool>> Fp8Session::DecodeChoices(const std::string& text) {
+  std::map<std::string, bool> out;
+  size_t start = 0;
+  while (start < text.size()) {
+    size_t end = text.find(';', start);
+    if (end == std::string::npos) end = text.size();
+    const std::string item = text.substr(start, end - start);
+    start = end + 1;
+    if (item.empty()) continue;
+    const size_t eq = item.rfind('=');
+    const std::string value = eq == std::string::npos ? "" : item.substr(eq + 1);
+    if (eq == 0 || (value != "fp8" && value != "bf16")) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("fp8 layer choices: bad entry '", item, "' (expected <layer>=fp8|bf16)"));
+    }
+    out[item.substr(0, eq)] = value == "fp8";
+  }
+  return out;
 }
 
 std::unique_ptr<engine::LinearFactory> MakeFp8LinearFactory(std::shared_ptr<Fp8Session> session) {

@@ -92,10 +92,17 @@ class Fp8Session {
   // Per-layer decisions in creation order: (layer name, choice).
   std::vector<std::pair<std::string, LayerChoice>> choices() const;
 
+  // The decisions as text for a checkpoint ("name=fp8;name=bf16;..."), and
+  // back into Fp8Options::forced_choices for the resumed run.
+  std::string EncodeChoices() const;
+  static absl::StatusOr<std::map<std::string, bool>> DecodeChoices(const std::string& text);
+
   std::vector<Fp8LayerMetrics> Metrics(bool reset_underflow);
 
   // Every FP8 layer's state (names "<layer>.fp8.x_amax_history", ...; see
-  // layer_state.h), for a checkpoint part; and its restore.
+  // layer_state.h), for a checkpoint part; and its restore. A layer with no
+  // state at all in `tensors` (it ran BF16 when that checkpoint was written)
+  // starts fresh, with a warning; a partial state is an error.
   std::map<std::string, at::Tensor> StateDict() const;
   absl::Status LoadStateDict(const std::map<std::string, at::Tensor>& tensors);
 

@@ -280,5 +280,34 @@ TEST(Fp8Session, CheckpointRoundTripContinuesIdentically) {
   EXPECT_NE(s.message().find("grad_amax_history"), std::string::npos) << s;
 }
 
+TEST(Fp8Session, ChoicesRoundTripThroughTheCheckpointText) {
+  auto a = Session(Emulated(Fp8Recipe::kDelayed));
+  engine::LinearContext ctx = CpuContext(10);
+  a->Create(Spec("blocks.0.attn.qkv", 64, 192), ctx);
+  a->Create(Spec("lm_head", 64, 256), ctx);
+  const std::string text = a->EncodeChoices();
+  EXPECT_EQ(text, "blocks.0.attn.qkv=fp8;lm_head=bf16");
+  auto decoded = Fp8Session::DecodeChoices(text);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->size(), 2u);
+
+  // The resumed run takes the recorded choice, even where it would decide
+  // otherwise now (here: a layer forced to BF16).
+  Fp8Options o = Emulated(Fp8Recipe::kDelayed);
+  o.forced_choices = {{"blocks.0.attn.qkv", false}};
+  auto b = Session(o);
+  EXPECT_EQ(std::dynamic_pointer_cast<Fp8Linear>(b->Create(Spec("blocks.0.attn.qkv", 64, 192), ctx)), nullptr);
+  EXPECT_EQ(b->choices()[0].second.reason, "restored from the checkpoint");
+  // Its FP8 state is then absent from b; loading a's state where b has an
+  // FP8 layer that a ran in BF16 starts it fresh instead of failing.
+  o.forced_choices.clear();
+  auto c = Session(o);
+  c->Create(Spec("blocks.1.attn.qkv", 64, 192), ctx);
+  EXPECT_TRUE(c->LoadStateDict(a->StateDict()).ok());
+
+  EXPECT_FALSE(Fp8Session::DecodeChoices("blocks.0.attn.qkv=fp16").ok());
+  EXPECT_FALSE(Fp8Session::DecodeChoices("=fp8").ok());
+}
+
 }  // namespace
 }  // namespace kp::fp8

@@ -4,6 +4,7 @@
 #define KP_RUNTIME_FP8_OPTIONS_H_
 
 #include <cstdint>
+#include <map>
 #include <string>
 
 #include "runtime/common/status.h"
@@ -48,6 +49,11 @@ struct Fp8Options {
   // Tests only: run FP8 on CPU through the reference cast and ATen's CPU
   // _scaled_mm (slow, exact same rounding). Jobs never set this.
   bool allow_cpu_emulation = false;
+  // Layer name -> FP8 (true) or BF16 (false), decided by an earlier run:
+  // a resumed job restores these (Fp8Session::EncodeChoices in the
+  // checkpoint) instead of timing again, so timing noise cannot flip a layer
+  // and change the trajectory. Layers not listed are decided as usual.
+  std::map<std::string, bool> forced_choices;
 };
 
 const char* RecipeName(Fp8Recipe r);
