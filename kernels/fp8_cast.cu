@@ -311,8 +311,10 @@ cudaError_t Fp8CastScaled(const Fp8CastArgs& a, cudaStream_t stream) {
   if ((a.scale == nullptr) == (a.amax_for_scale == nullptr)) return cudaErrorInvalidValue;
   if (a.rows < 0 || a.cols < 0) return cudaErrorInvalidValue;
   cudaError_t err = cudaSuccess;
-  if (a.amax_out != nullptr) err = cudaMemsetAsync(a.amax_out, 0, sizeof(float), stream);
-  if (err == cudaSuccess && a.underflow_out != nullptr) {
+  if (!a.accumulate && a.amax_out != nullptr) {
+    err = cudaMemsetAsync(a.amax_out, 0, sizeof(float), stream);
+  }
+  if (err == cudaSuccess && !a.accumulate && a.underflow_out != nullptr) {
     err = cudaMemsetAsync(a.underflow_out, 0, sizeof(unsigned long long), stream);
   }
   if (err != cudaSuccess) return err;

@@ -47,8 +47,11 @@ struct Fp8CastArgs {
   const float* amax_for_scale = nullptr;  // current scaling: from Fp8Amax
   int margin = 0;                         // with amax_for_scale
 
-  // Optional outputs (device pointers). The launch zeroes amax_out and
-  // underflow_out before the kernel accumulates into them.
+  // Optional outputs (device pointers). Unless `accumulate` is set, the
+  // launch zeroes amax_out and underflow_out first; with it they keep growing
+  // (the delayed recipe's history slot collects the max over every cast of a
+  // step: micro-batches, recomputation).
+  bool accumulate = false;
   float* amax_out = nullptr;                  // max |input| (NaN ignored)
   unsigned long long* underflow_out = nullptr;  // nonzero inputs cast to ±0
   float* scale_out = nullptr;                 // the scale used

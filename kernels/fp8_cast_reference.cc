@@ -55,8 +55,10 @@ void Fp8CastReference(const Fp8CastArgs& a) {
       if (a.out_t != nullptr) a.out_t[c * a.rows + r] = code;
     }
   }
-  if (a.amax_out != nullptr) *a.amax_out = amax;
-  if (a.underflow_out != nullptr) *a.underflow_out = underflow;
+  if (a.amax_out != nullptr) *a.amax_out = a.accumulate ? std::fmax(*a.amax_out, amax) : amax;
+  if (a.underflow_out != nullptr) {
+    *a.underflow_out = a.accumulate ? *a.underflow_out + underflow : underflow;
+  }
   if (a.scale_out != nullptr) *a.scale_out = scale;
   if (a.scale_inv_out != nullptr) *a.scale_inv_out = 1.0f / scale;
 }
