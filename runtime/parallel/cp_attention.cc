@@ -100,4 +100,52 @@ absl::StatusOr<at::Tensor> ContextParallelAttention(const at::Tensor& q, const a
   }
 }
 
+absl::StatusOr<CpForwardBackwardResult> ContextParallelAttentionForwardBackward(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& dout,
+    comm::Communicator* comm, const CpOptions& options) {
+  const int cp = comm == nullptr ? 1 : comm->size();
+  const int rank = comm == nullptr ? 0 : comm->rank();
+  KP_RETURN_IF_ERROR(ValidateInputs(q, k, v, cp, rank));
+  if (!dout.defined() || dout.sizes() != q.sizes()) {
+    return absl::InvalidArgumentError("context-parallel attention: dout must have q's shape");
+  }
+  auto state = c10::make_intrusive<internal::CpState>();
+  state->comm = comm;
+  state->options = options;
+  state->scale = ResolveScale(options.scale, q);
+  if (cp == 1) {
+    const BlockMask mask = options.causal ? BlockMask::kCausal : BlockMask::kFull;
+    const BlockOutput o = AttentionBlockForward(q, k, v, mask, state->scale, options.backend);
+    const at::Tensor out = o.out.to(q.scalar_type());
+    const BlockGrads g =
+        AttentionBlockBackward(dout, q, k, v, out, o.lse, mask, state->scale, options.backend);
+    return CpForwardBackwardResult{out, g.dq.to(q.scalar_type()), g.dk.to(k.scalar_type()),
+                                   g.dv.to(v.scalar_type())};
+  }
+  KP_ASSIGN_OR_RETURN(const CpModeChoice choice, ResolveCpMode(q, k, cp, options, /*log=*/false));
+  try {
+    switch (choice.mode) {
+      case CpMode::kRing: {
+        auto [out, lse] = internal::RingForward(q, k, v, *state);
+        auto [dq, dk, dv] = internal::RingBackward(dout, q, k, v, out, lse, *state);
+        return CpForwardBackwardResult{out, dq, dk, dv};
+      }
+      case CpMode::kAllGather: {
+        const internal::AllGatherSaved s = internal::AllGatherForward(q, k, v, *state);
+        auto [dq, dk, dv] = internal::AllGatherBackward(dout, q, s, k.scalar_type(), *state);
+        return CpForwardBackwardResult{s.out, dq, dk, dv};
+      }
+      case CpMode::kUlysses: {
+        auto [out, dq, dk, dv] = internal::UlyssesForwardBackward(q, k, v, dout, *state);
+        return CpForwardBackwardResult{out, dq, dk, dv};
+      }
+      default:
+        return absl::InternalError(
+            absl::StrCat("context-parallel mode ", CpModeName(choice.mode), " at cp ", cp));
+    }
+  } catch (const internal::CommFailure& e) {
+    return e.status();
+  }
+}
+
 }  // namespace kp::parallel

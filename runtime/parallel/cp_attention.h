@@ -38,6 +38,18 @@ absl::StatusOr<at::Tensor> ContextParallelAttention(const at::Tensor& q, const a
                                                     comm::Communicator* comm,
                                                     const CpOptions& options);
 
+// Forward and backward in one call, without autograd: out and the gradients
+// of q, k, v for the given grad of out. For several ranks of one process on
+// one GPU (tests, simulations): autograd runs all CUDA backward work on a
+// single device thread, so ranks that exchange data inside their backward
+// would wait on each other there. Same modes, same numerics.
+struct CpForwardBackwardResult {
+  at::Tensor out, dq, dk, dv;
+};
+absl::StatusOr<CpForwardBackwardResult> ContextParallelAttentionForwardBackward(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& dout,
+    comm::Communicator* comm, const CpOptions& options);
+
 // The mode ContextParallelAttention would run for these local shapes.
 absl::StatusOr<CpModeChoice> ResolveCpMode(const at::Tensor& q, const at::Tensor& k, int cp,
                                            const CpOptions& options, bool log);

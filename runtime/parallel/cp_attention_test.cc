@@ -92,6 +92,44 @@ INSTANTIATE_TEST_SUITE_P(
                        ::testing::Values(at::kFloat, at::kDouble)),
     Name);
 
+// The autograd-free entry point computes the same forward and backward.
+TEST(CpAttention, ForwardBackwardWithoutAutogradMatches) {
+  at::set_num_threads(1);
+  for (bool gqa : {false, true}) {
+    for (int cp : {2, 4}) {
+      const AttentionProblem p = testing::MakeProblem(1, 4, gqa ? 2 : 4, 16 * cp, 8, 300 + cp);
+      const AttentionResult ref = testing::ReferenceAttention(p, true);
+      for (CpMode mode : {CpMode::kRing, CpMode::kAllGather, CpMode::kUlysses}) {
+        std::vector<at::Tensor> out(cp), dq(cp), dk(cp), dv(cp);
+        testing::RunRanks(cp, [&](int rank, comm::Communicator& comm) {
+          auto shard = [&](const at::Tensor& t) { return *ZigzagShard(t, 2, cp, rank); };
+          CpOptions options;
+          options.mode = mode;
+          auto r = ContextParallelAttentionForwardBackward(shard(p.q), shard(p.k), shard(p.v),
+                                                           shard(p.dout), &comm, options);
+          ASSERT_TRUE(r.ok()) << r.status();
+          out[rank] = r->out;
+          dq[rank] = r->dq;
+          dk[rank] = r->dk;
+          dv[rank] = r->dv;
+        });
+        const std::string what = CpModeName(mode) + " cp " + std::to_string(cp) + (gqa ? " gqa" : "");
+        ASSERT_TRUE(out[0].defined()) << what;
+        EXPECT_LT(MaxAbsError(*ZigzagUnshard(out, 2), ref.out), 1e-10) << what;
+        EXPECT_LT(MaxAbsError(*ZigzagUnshard(dq, 2), ref.dq), 1e-10) << what;
+        EXPECT_LT(MaxAbsError(*ZigzagUnshard(dk, 2), ref.dk), 1e-10) << what;
+        EXPECT_LT(MaxAbsError(*ZigzagUnshard(dv, 2), ref.dv), 1e-10) << what;
+      }
+    }
+  }
+  // cp = 1 through the same entry point.
+  const AttentionProblem p = testing::MakeProblem(1, 4, 2, 16, 8, 9);
+  const AttentionResult ref = testing::ReferenceAttention(p, true);
+  auto r = ContextParallelAttentionForwardBackward(p.q, p.k, p.v, p.dout, nullptr, CpOptions{});
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_LT(MaxAbsError(r->dk, ref.dk), 1e-10);
+}
+
 TEST(CpAttention, NonCausalMatchesFullAttention) {
   at::set_num_threads(1);
   const AttentionProblem p = testing::MakeProblem(1, 4, 2, 32, 8, 99);

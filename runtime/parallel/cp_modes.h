@@ -5,6 +5,8 @@
 
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#include <utility>
 
 #include <ATen/core/Tensor.h>
 #include <ATen/core/ivalue.h>
@@ -37,6 +39,30 @@ class CommFailure : public std::runtime_error {
 
 // Throws CommFailure with `what` prepended when status is not OK.
 void ThrowIfFailed(const absl::Status& status, const std::string& what);
+
+// The modes' forward and backward as plain functions (the autograd wrappers
+// below call them). Driving them directly serves several ranks in one process
+// on one GPU: autograd runs every CUDA backward on one device thread, which
+// would serialize ranks that must exchange data.
+std::pair<at::Tensor, at::Tensor> RingForward(const at::Tensor& q, const at::Tensor& k,
+                                              const at::Tensor& v, const CpState& state);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> RingBackward(
+    const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& out, const at::Tensor& lse, const CpState& state);
+
+struct AllGatherSaved {
+  at::Tensor out, lse, k_full, v_full;
+};
+AllGatherSaved AllGatherForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const CpState& state);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> AllGatherBackward(
+    const at::Tensor& dout, const at::Tensor& q, const AllGatherSaved& saved,
+    at::ScalarType kv_dtype, const CpState& state);
+
+// Ulysses forward and backward in one call (no autograd), for the same use.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> UlyssesForwardBackward(
+    const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& dout,
+    const CpState& state);
 
 at::Tensor RingAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                          c10::intrusive_ptr<CpState> state);

@@ -26,95 +26,108 @@ std::vector<BlockTask> StepTasks(int rank, int src, int n, int64_t chunk, bool c
 struct RingFunction : public torch::autograd::Function<RingFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k,
                                const at::Tensor& v, c10::intrusive_ptr<CpState> state) {
-    comm::Communicator* comm = state->comm;
-    const int n = comm->size(), r = comm->rank();
-    const int next = (r + 1) % n, prev = (r - 1 + n) % n;
-    const int64_t chunk = q.size(2) / 2;
-    MergeAccumulator acc = MakeAccumulator(q);
-    at::Tensor cur = at::stack({k, v}).contiguous();  // one transfer per step
-    for (int t = 0; t < n; ++t) {
-      const int src = (r - t + n) % n;
-      at::Tensor incoming;
-      std::unique_ptr<comm::Work> work;
-      if (t + 1 < n) {
-        incoming = at::empty_like(cur);
-        work = comm->SendRecvAsync(cur, next, incoming, prev);
-      }
-      RunForwardTasks(q, cur[0], cur[1], StepTasks(r, src, n, chunk, state->options.causal),
-                      state->scale, state->options.backend, state->options.merge, acc);
-      if (work) {
-        ThrowIfFailed(work->Wait(), absl::StrCat("ring attention forward, step ", t, ": rank ", r,
-                                                 " receiving K/V from rank ", prev));
-        cur = incoming;
-      }
-    }
-    at::Tensor out = acc.out.to(q.scalar_type());
-    ctx->save_for_backward({q, k, v, out, acc.lse});
+    auto [out, lse] = RingForward(q, k, v, *state);
+    ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["state"] = c10::IValue::make_capsule(state);
     return {out};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const variable_list saved = ctx->get_saved_variables();
-    const at::Tensor &q = saved[0], &k = saved[1], &v = saved[2], &out = saved[3], &lse = saved[4];
     auto state = c10::static_intrusive_pointer_cast<CpState>(
         ctx->saved_data["state"].toCapsule());
-    comm::Communicator* comm = state->comm;
-    const int n = comm->size(), r = comm->rank();
-    const int next = (r + 1) % n, prev = (r - 1 + n) % n;
-    const int64_t chunk = q.size(2) / 2;
-    const at::ScalarType acc_dt = AccumulationDtype(q);
-    const at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(out);
-
-    at::Tensor dq = at::zeros(q.sizes(), q.options().dtype(acc_dt));
-    at::Tensor cur = at::stack({k, v}).contiguous();
-    at::Tensor dkv_sending, dkv_arriving;  // kept alive until their transfer completes
-    std::unique_ptr<comm::Work> dkv_work;
-    for (int t = 0; t < n; ++t) {
-      const int src = (r - t + n) % n;
-      at::Tensor incoming;
-      std::unique_ptr<comm::Work> kv_work;
-      if (t + 1 < n) {
-        incoming = at::empty_like(cur);
-        kv_work = comm->SendRecvAsync(cur, next, incoming, prev);
-      }
-      // This rank's share of block src's gradients, computed while the
-      // previous rank's accumulator for the same block is in flight.
-      at::Tensor dkv = at::zeros(cur.sizes(), cur.options().dtype(acc_dt));
-      at::Tensor dk = dkv[0], dv = dkv[1];
-      RunBackwardTasks(dout, q, cur[0], cur[1], out, lse,
-                       StepTasks(r, src, n, chunk, state->options.causal), state->scale,
-                       state->options.backend, dq, dk, dv);
-      if (dkv_work) {
-        ThrowIfFailed(dkv_work->Wait(), absl::StrCat("ring attention backward, step ", t,
-                                                     ": rank ", r, " receiving dK/dV from rank ",
-                                                     prev));
-        dkv.add_(dkv_arriving);
-      }
-      if (n > 1) {
-        dkv_sending = dkv;
-        dkv_arriving = at::empty_like(dkv);
-        dkv_work = comm->SendRecvAsync(dkv_sending, next, dkv_arriving, prev);
-      } else {
-        dkv_arriving = dkv;
-      }
-      if (kv_work) {
-        ThrowIfFailed(kv_work->Wait(), absl::StrCat("ring attention backward, step ", t,
-                                                    ": rank ", r, " receiving K/V from rank ",
-                                                    prev));
-        cur = incoming;
-      }
-    }
-    if (dkv_work) {
-      ThrowIfFailed(dkv_work->Wait(), absl::StrCat("ring attention backward, last hop: rank ", r,
-                                                   " receiving its own dK/dV from rank ", prev));
-    }
-    return {dq.to(q.scalar_type()), dkv_arriving[0].to(k.scalar_type()),
-            dkv_arriving[1].to(v.scalar_type()), at::Tensor()};
+    const at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(saved[3]);
+    auto [dq, dk, dv] = RingBackward(dout, saved[0], saved[1], saved[2], saved[3], saved[4], *state);
+    return {dq, dk, dv, at::Tensor()};
   }
 };
 
 }  // namespace
+
+std::pair<at::Tensor, at::Tensor> RingForward(const at::Tensor& q, const at::Tensor& k,
+                                              const at::Tensor& v, const CpState& state_ref) {
+  const CpState* state = &state_ref;
+  comm::Communicator* comm = state->comm;
+  const int n = comm->size(), r = comm->rank();
+  const int next = (r + 1) % n, prev = (r - 1 + n) % n;
+  const int64_t chunk = q.size(2) / 2;
+  MergeAccumulator acc = MakeAccumulator(q);
+  at::Tensor cur = at::stack({k, v}).contiguous();  // one transfer per step
+  for (int t = 0; t < n; ++t) {
+    const int src = (r - t + n) % n;
+    at::Tensor incoming;
+    std::unique_ptr<comm::Work> work;
+    if (t + 1 < n) {
+      incoming = at::empty_like(cur);
+      work = comm->SendRecvAsync(cur, next, incoming, prev);
+    }
+    RunForwardTasks(q, cur[0], cur[1], StepTasks(r, src, n, chunk, state->options.causal),
+                    state->scale, state->options.backend, state->options.merge, acc);
+    if (work) {
+      ThrowIfFailed(work->Wait(), absl::StrCat("ring attention forward, step ", t, ": rank ", r,
+                                               " receiving K/V from rank ", prev));
+      cur = incoming;
+    }
+  }
+  return {acc.out.to(q.scalar_type()), acc.lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> RingBackward(
+    const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+    const at::Tensor& out, const at::Tensor& lse, const CpState& state_ref) {
+  const CpState* state = &state_ref;
+  comm::Communicator* comm = state->comm;
+  const int n = comm->size(), r = comm->rank();
+  const int next = (r + 1) % n, prev = (r - 1 + n) % n;
+  const int64_t chunk = q.size(2) / 2;
+  const at::ScalarType acc_dt = AccumulationDtype(q);
+
+  at::Tensor dq = at::zeros(q.sizes(), q.options().dtype(acc_dt));
+  at::Tensor cur = at::stack({k, v}).contiguous();
+  at::Tensor dkv_sending, dkv_arriving;  // kept alive until their transfer completes
+  std::unique_ptr<comm::Work> dkv_work;
+  for (int t = 0; t < n; ++t) {
+    const int src = (r - t + n) % n;
+    at::Tensor incoming;
+    std::unique_ptr<comm::Work> kv_work;
+    if (t + 1 < n) {
+      incoming = at::empty_like(cur);
+      kv_work = comm->SendRecvAsync(cur, next, incoming, prev);
+    }
+    // This rank's share of block src's gradients, computed while the
+    // previous rank's accumulator for the same block is in flight.
+    at::Tensor dkv = at::zeros(cur.sizes(), cur.options().dtype(acc_dt));
+    at::Tensor dk = dkv[0], dv = dkv[1];
+    RunBackwardTasks(dout, q, cur[0], cur[1], out, lse,
+                     StepTasks(r, src, n, chunk, state->options.causal), state->scale,
+                     state->options.backend, dq, dk, dv);
+    if (dkv_work) {
+      ThrowIfFailed(dkv_work->Wait(), absl::StrCat("ring attention backward, step ", t,
+                                                   ": rank ", r, " receiving dK/dV from rank ",
+                                                   prev));
+      dkv.add_(dkv_arriving);
+    }
+    if (n > 1) {
+      dkv_sending = dkv;
+      dkv_arriving = at::empty_like(dkv);
+      dkv_work = comm->SendRecvAsync(dkv_sending, next, dkv_arriving, prev);
+    } else {
+      dkv_arriving = dkv;
+    }
+    if (kv_work) {
+      ThrowIfFailed(kv_work->Wait(), absl::StrCat("ring attention backward, step ", t,
+                                                  ": rank ", r, " receiving K/V from rank ",
+                                                  prev));
+      cur = incoming;
+    }
+  }
+  if (dkv_work) {
+    ThrowIfFailed(dkv_work->Wait(), absl::StrCat("ring attention backward, last hop: rank ", r,
+                                                 " receiving its own dK/dV from rank ", prev));
+  }
+  return {dq.to(q.scalar_type()), dkv_arriving[0].to(k.scalar_type()),
+          dkv_arriving[1].to(v.scalar_type())};
+}
 
 void ThrowIfFailed(const absl::Status& status, const std::string& what) {
   if (status.ok()) return;
