@@ -1,7 +1,10 @@
 // kp-train: one training worker. Every failure (bad flags, bad config,
 // missing data, a checkpoint that does not fit, a NaN under nan_policy stop)
 // ends with a message naming the cause and a nonzero exit status.
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +14,11 @@
 #include "runtime/worker/run_training.h"
 
 int main(int argc, char** argv) {
+  // Under `bazel run` the process starts in the runfiles tree; relative
+  // --config and --run_dir paths mean the caller's directory.
+  if (const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY"); cwd != nullptr && *cwd != '\0') {
+    if (chdir(cwd) != 0) std::perror("chdir BUILD_WORKING_DIRECTORY");
+  }
   CLI::App app{"kp-train: trains a transformer from a kp config (configs/README.md)"};
   std::string config_path;
   kp::worker::RunOptions o;
@@ -26,7 +34,7 @@ int main(int argc, char** argv) {
   app.add_option("--rendezvous", o.rendezvous, "shared directory for the ranks' file store");
   app.add_option("--metrics_jsonl", o.metrics_jsonl, "per-step JSON lines (default run_dir/metrics.jsonl)");
   app.add_flag("--resume", o.resume, "continue from the newest complete checkpoint in run_dir");
-  app.add_option("--threads", o.threads, "CPU intra-op threads (0: libtorch default)");
+  app.add_option("--threads", o.threads, "CPU intra-op threads (default 1; 0: one per core)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -35,7 +43,9 @@ int main(int argc, char** argv) {
   kp::engine::InitProcessLogging("kp-train", o.world_size > 1 ? o.rank : -1);
   if (steps > 0) o.steps = steps;
 
-  auto config = kp::engine::LoadConfigFile(config_path);
+  kp::engine::ParseOptions parse;
+  parse.fp8_linear_available = true;  // kp-train links runtime/fp8's Linear
+  auto config = kp::engine::LoadConfigFile(config_path, parse);
   if (!config.ok()) {
     kp::engine::LogError(config.status().ToString());
     return 2;

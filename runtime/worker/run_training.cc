@@ -19,6 +19,8 @@
 #include "runtime/engine/data/training_data.h"
 #include "runtime/engine/device.h"
 #include "runtime/engine/log.h"
+#include "runtime/fp8/device_check.h"
+#include "runtime/fp8/fp8_linear.h"
 #include "runtime/parallel/cp_engine_attention.h"
 #include "runtime/parallel/data_parallel.h"
 #include "runtime/parallel/mode_select.h"
@@ -59,9 +61,10 @@ class ReducerSync final : public engine::GradientSync {
 // all-reduce) through the async, atomic checkpoint manager.
 class ManagerCheckpoints final : public engine::CheckpointSink {
  public:
-  ManagerCheckpoints(ckpt::CheckpointOptions options, int64_t global_batch, std::string config_hash)
+  ManagerCheckpoints(ckpt::CheckpointOptions options, int64_t global_batch, std::string config_hash,
+                     std::shared_ptr<fp8::Fp8Session> fp8)
       : manager_(std::move(options)), global_batch_(global_batch),
-        config_hash_(std::move(config_hash)) {}
+        config_hash_(std::move(config_hash)), fp8_(std::move(fp8)) {}
   absl::Status Save(int64_t next_step, engine::Transformer& model,
                     engine::Optimizer& optimizer) override {
     ckpt::TensorMap params;
@@ -73,7 +76,16 @@ class ManagerCheckpoints final : public engine::CheckpointSink {
     state.data_position = next_step * global_batch_;
     state.config_hash = config_hash_;
     state.part_names = {"model", "optimizer"};
-    return manager_.SaveAsync(state, {{"model", params}, {"optimizer", optim}});
+    std::map<std::string, ckpt::TensorMap> parts{{"model", params}, {"optimizer", optim}};
+    if (fp8_) {
+      // FP8 scaling state (amax histories) and the per-layer choices, so a
+      // resumed run casts exactly as the uninterrupted one would.
+      auto fp8_state = fp8_->StateDict();
+      parts["fp8"] = ckpt::TensorMap(fp8_state.begin(), fp8_state.end());
+      state.part_names.push_back("fp8");
+      state.extra["fp8_choices"] = fp8_->EncodeChoices();
+    }
+    return manager_.SaveAsync(state, parts);
   }
   absl::Status Wait() { return manager_.Wait(); }
 
@@ -81,6 +93,7 @@ class ManagerCheckpoints final : public engine::CheckpointSink {
   ckpt::CheckpointManager manager_;
   int64_t global_batch_;
   std::string config_hash_;
+  std::shared_ptr<fp8::Fp8Session> fp8_;
 };
 
 std::string CpModeName(engine::CpMode m) {
@@ -176,15 +189,46 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   const int dp_rank = options.rank / cp;
   const int cp_rank = options.rank % cp;
   KP_RETURN_IF_ERROR(MakeDirs(options.run_dir));
-  if (options.threads > 0) at::set_num_threads(options.threads);
+  if (options.threads > 0 && at::get_num_threads() != options.threads) {
+    at::set_num_threads(options.threads);
+  }
 
   // Device and precision: fp32 master weights everywhere; bf16 (and fp8)
   // compute on GPU through the Linear seam's per-use casts.
   KP_ASSIGN_OR_RETURN(c10::Device device, engine::ResolveDevice(options.device, options.local_rank));
   const bool low_precision = config.precision != engine::Precision::kFp32;
-  engine::LinearRegistry default_registry = engine::DefaultLinearRegistry();
-  const engine::LinearRegistry& registry =
-      options.linear_registry ? *options.linear_registry : default_registry;
+  // Resume point, found first: FP8 restores its per-layer choices from it
+  // before the model is built.
+  std::optional<std::string> resume_dir;
+  ckpt::CheckpointState resume_state;
+  if (options.resume) {
+    auto latest = ckpt::CheckpointManager::LatestComplete(options.run_dir);
+    if (latest.ok()) {
+      resume_dir = *latest;
+      KP_ASSIGN_OR_RETURN(resume_state, ckpt::CheckpointManager::LoadState(*latest));
+    } else if (absl::IsNotFound(latest.status())) {
+      engine::LogInfo(absl::StrCat("--resume: no complete checkpoint in ", options.run_dir,
+                                   "; starting at step 0"));
+    } else {
+      return latest.status();
+    }
+  }
+
+  engine::LinearRegistry registry =
+      options.linear_registry ? *options.linear_registry : engine::DefaultLinearRegistry();
+  std::shared_ptr<fp8::Fp8Session> fp8_session;
+  if (config.precision == engine::Precision::kFp8 && !registry.Has("fp8")) {
+    fp8::Fp8Options fo;
+    fo.tokens = t.micro_batch * t.seq_len / cp;  // M of every projection GEMM
+    auto choices = resume_state.extra.find("fp8_choices");
+    if (choices != resume_state.extra.end()) {
+      KP_ASSIGN_OR_RETURN(fo.forced_choices, fp8::Fp8Session::DecodeChoices(choices->second));
+    }
+    const fp8::Fp8DeviceInfo info =
+        device.is_cuda() ? fp8::QueryCudaDevice(device.index()) : fp8::CpuDevice();
+    KP_ASSIGN_OR_RETURN(fp8_session, fp8::Fp8Session::Create(fo, info));
+    fp8::RegisterFp8Linear(registry, fp8_session);
+  }
   KP_ASSIGN_OR_RETURN(auto factory, registry.Make(engine::PrecisionName(config.precision)));
   engine::LinearContext lctx;
   lctx.device = device;
@@ -263,26 +307,23 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   KP_ASSIGN_OR_RETURN(auto sampler, data::Sampler::Create(source, so));
   SamplerBatches batches(std::move(sampler));
 
-  // Resume: the newest complete checkpoint, if any.
+  // Resume: load the checkpoint found above into model, optimizer and FP8.
   int64_t start_step = 0;
-  if (options.resume) {
-    auto latest = ckpt::CheckpointManager::LatestComplete(options.run_dir);
-    if (latest.ok()) {
-      KP_ASSIGN_OR_RETURN(ckpt::LoadedCheckpoint loaded, ckpt::CheckpointManager::Load(*latest));
-      if (!loaded.state.config_hash.empty() && loaded.state.config_hash != ModelHash(config)) {
-        return absl::InvalidArgumentError(absl::StrCat(*latest, ": saved for model ",
-                                                       loaded.state.config_hash, ", config has ",
-                                                       ModelHash(config)));
-      }
-      KP_RETURN_IF_ERROR(Restore(loaded, *model, optimizer));
-      start_step = loaded.state.step;
-      engine::LogInfo(absl::StrFormat("resumed from %s at step %d", *latest, start_step));
-    } else if (absl::IsNotFound(latest.status())) {
-      engine::LogInfo(absl::StrCat("--resume: no complete checkpoint in ", options.run_dir,
-                                   "; starting at step 0"));
-    } else {
-      return latest.status();
+  if (resume_dir) {
+    KP_ASSIGN_OR_RETURN(ckpt::LoadedCheckpoint loaded, ckpt::CheckpointManager::Load(*resume_dir));
+    if (!loaded.state.config_hash.empty() && loaded.state.config_hash != ModelHash(config)) {
+      return absl::InvalidArgumentError(absl::StrCat(*resume_dir, ": saved for model ",
+                                                     loaded.state.config_hash, ", config has ",
+                                                     ModelHash(config)));
     }
+    KP_RETURN_IF_ERROR(Restore(loaded, *model, optimizer));
+    auto fp8_part = loaded.parts.find("fp8");
+    if (fp8_session && fp8_part != loaded.parts.end()) {
+      KP_RETURN_IF_ERROR(fp8_session->LoadStateDict(
+          std::map<std::string, at::Tensor>(fp8_part->second.begin(), fp8_part->second.end())));
+    }
+    start_step = loaded.state.step;
+    engine::LogInfo(absl::StrFormat("resumed from %s at step %d", *resume_dir, start_step));
   }
 
   std::unique_ptr<engine::GradientSync> sync = std::make_unique<engine::GradientSync>();
@@ -297,7 +338,8 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     ckpt::CheckpointOptions co;
     co.run_dir = options.run_dir;
     co.keep_last = static_cast<int>(t.keep_checkpoints);
-    checkpoints = std::make_unique<ManagerCheckpoints>(co, so.global_batch, ModelHash(config));
+    checkpoints = std::make_unique<ManagerCheckpoints>(co, so.global_batch, ModelHash(config),
+                                                       fp8_session);
   }
   std::string metrics_path = options.metrics_jsonl;
   if (metrics_path.empty() && options.rank == 0) metrics_path = options.run_dir + "/metrics.jsonl";

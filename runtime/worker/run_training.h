@@ -30,7 +30,11 @@ struct RunOptions {
   std::string rendezvous;
   std::string metrics_jsonl;  // default run_dir/metrics.jsonl (rank 0 only)
   bool resume = false;        // from the newest complete checkpoint in run_dir
-  int threads = 0;            // CPU intra-op threads; 0: libtorch's default
+  // CPU intra-op threads. 1 by default: with several ranks or a busy host,
+  // OpenMP's spinning workers made a tiny run 10x slower (measured on a
+  // loaded 2-core machine); raise it on an idle many-core host. 0: libtorch's
+  // default (one per core).
+  int threads = 1;
   // End the run after this many steps as if interrupted (the schedule still
   // follows training.steps): tests of resume, and of what a crash leaves.
   std::optional<int64_t> stop_after_steps;

@@ -15,6 +15,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/ascii.h"
 #include "runtime/comm/fake_communicator.h"
 #include "runtime/engine/checkpoint/checkpoint_manager.h"
 
@@ -216,6 +217,15 @@ TEST(RunTrainingTest, BadInputNamesTheCause) {
   r = RunTraining(wider, o);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("model"), std::string::npos) << r.status();
+
+  // FP8 on a CPU: the FP8 Linear refuses with its reason instead of
+  // silently training in another precision.
+  engine::Config fp8 = SmallTiny();
+  fp8.precision = engine::Precision::kFp8;
+  r = RunTraining(fp8, Options(TempDir("bad5")));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(absl::AsciiStrToLower(r.status().message()).find("fp8"), std::string::npos)
+      << r.status();
 
   engine::Config bad_dp = SmallTiny();
   bad_dp.parallel.dp = 2;
