@@ -422,6 +422,11 @@ class NcclCommunicator final : public Communicator {
     for (auto& t : tensors) {
       c10::cuda::CUDACachingAllocator::recordStream(t.storage().data_ptr(), *ctx_->stream);
     }
+    // Forget finished calls here too, so the list stays short without a
+    // watchdog polling it.
+    while (!ctx_->pending.empty() && cudaEventQuery(ctx_->pending.front().done->e) == cudaSuccess) {
+      ctx_->pending.pop_front();
+    }
     ctx_->pending.push_back(Pending{op, Clock::now(), done});
     if (done_out) *done_out = done;
     return std::make_unique<NcclWork>(ctx_, op, std::move(done), std::move(tensors));
