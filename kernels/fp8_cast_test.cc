@@ -223,6 +223,27 @@ TEST(Fp8CastReference, CurrentScalingMapsAmaxToFormatMax) {
   EXPECT_EQ(max_code, 0x7B);  // the largest element lands on 57344 exactly
 }
 
+TEST(Fp8CastReference, AccumulateKeepsTheRunningMaxAndCount) {
+  const float scale = 1.0f;
+  float amax = 0.0f;
+  unsigned long long under = 0;
+  Fp8CastArgs a;
+  a.input_type = Fp8InputType::kFloat32;
+  a.rows = 1, a.format = E4, a.scale = &scale, a.accumulate = true;
+  a.amax_out = &amax, a.underflow_out = &under;
+  const std::vector<float> first = {1.0f, -3.0f, 1e-6f}, second = {2.0f, 1e-7f, -1e-8f};
+  a.input = first.data(), a.cols = 3;
+  Fp8CastReference(a);
+  a.input = second.data();
+  Fp8CastReference(a);
+  EXPECT_EQ(amax, 3.0f);
+  EXPECT_EQ(under, 3u);
+  a.accumulate = false;
+  Fp8CastReference(a);
+  EXPECT_EQ(amax, 2.0f);
+  EXPECT_EQ(under, 2u);
+}
+
 // ---- GPU: kernel vs reference, bit for bit ----
 
 struct DeviceBuf {
