@@ -17,6 +17,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <mutex>
 #include <sstream>
@@ -81,7 +82,8 @@ int main(int argc, char** argv) {
   app.add_option("--work_dir", work)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
-  std::system(("rm -rf " + work + " && mkdir -p " + work).c_str());
+  std::filesystem::remove_all(work);
+  std::filesystem::create_directories(work);
   std::ofstream(work + "/token") << "load-token\n";
   const std::string address = "127.0.0.1:" + std::to_string(FreePort());
   kp::agent::ForkExecLauncher launcher;
