@@ -42,6 +42,23 @@ rc=$?
 [ $rc -eq 2 ] || fail "too few devices exited $rc"
 grep -q "needs dp\*cp = 2 devices, this machine offers 1" out.txt || fail "device shortage not explained"
 
+# Ctrl-C cancels the job, stops the workers and exits 3.
+mkdir -p hang && printf 'layers: 1\nfake_hang: true\n' > hang/cfg.yaml
+printf 'name: hang\nconfig: hang/cfg.yaml\ndp: 2\nsteps: 1\n' > hang.yaml
+"$KPRUN" local hang.yaml --worker_binary "$WORKER" --cpu_slots 2 --stop_grace_ms 2000 > out.txt 2>&1 &
+KPID=$!
+for _ in $(seq 100); do grep -q "RUNNING" out.txt && break; sleep 0.1; done
+grep -q "RUNNING" out.txt || { kill -KILL $KPID; fail "hang job never ran"; }
+kill -INT $KPID
+wait $KPID
+rc=$?
+[ $rc -eq 3 ] || fail "interrupted run exited $rc"
+grep -q "CANCELLED" out.txt || fail "no CANCELLED line"
+# The workers' metrics files stop growing: nobody is left writing them.
+m=runs/hang-j000001/metrics/g1.rank0.jsonl
+n1=$(wc -l < "$m"); sleep 0.5; n2=$(wc -l < "$m")
+[ "$n1" -eq "$n2" ] || fail "a worker outlived kprun ($n1 -> $n2 metrics lines)"
+
 "$KPRUN" slurm ok.yaml > out.txt 2>&1
 rc=$?
 [ $rc -eq 2 ] || fail "slurm exited $rc"
