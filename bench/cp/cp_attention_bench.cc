@@ -6,6 +6,11 @@
 //   cp_sim       simulated CP, cp = 2, 4, 8: every rank's zigzag ring
 //                schedule (attention calls, LSE merges, dK/dV accumulation,
 //                K/V packing) run in turn on this GPU, no communication
+//   cp_fake      the real ring code, cp = 2, 4: ranks are threads on this GPU
+//                exchanging CUDA tensors through the in-process fake
+//                communicator (device copies), forward + backward through
+//                ContextParallelAttentionForwardBackward; ranks share the GPU,
+//                so the time is all ranks' work plus the copies
 // FLOPs: causal forward 4*B*H*T^2*D/2, fwd+bwd 2.5x that (the backward
 // counted as 1.5x the forward). "efficiency" of cp_sim = time of local_cudnn
 // at the same total length / time of the simulation (same backend, cuDNN).
@@ -26,6 +31,9 @@
 #include <cuda_runtime_api.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <thread>
+
+#include "runtime/comm/fake_communicator.h"
 #include "runtime/parallel/cp_attention.h"
 #include "runtime/parallel/cp_simulation.h"
 #include "runtime/parallel/local_attention.h"
@@ -172,6 +180,27 @@ int Run(const Flags& f) {
       lo.backend = AttnBackend::kCudnn;
       const double ms = TimeMs([&] { SimulateRingAttention(qs, ks, vs, ds, lo); }, f.iters);
       Emit(header, "cp_sim", "cudnn", cp, f, seq, ms, full_cudnn_ms / ms);
+      if (cp > 4) continue;
+      comm::FakeWorld world(cp, std::chrono::minutes(5));
+      std::vector<std::unique_ptr<comm::Communicator>> comms;
+      for (int r = 0; r < cp; ++r) comms.push_back(world.Join(r));
+      CpOptions co;
+      co.mode = CpMode::kRing;
+      co.backend = AttnBackend::kCudnn;
+      const double fake_ms = TimeMs(
+          [&] {
+            std::vector<std::thread> threads;
+            for (int r = 0; r < cp; ++r) {
+              threads.emplace_back([&, r] {
+                auto res = ContextParallelAttentionForwardBackward(qs[r], ks[r], vs[r], ds[r],
+                                                                   comms[r].get(), co);
+                if (!res.ok()) std::fprintf(stderr, "cp_fake: %s\n", res.status().ToString().c_str());
+              });
+            }
+            for (std::thread& t : threads) t.join();
+          },
+          f.iters);
+      Emit(header, "cp_fake", "cudnn", cp, f, seq, fake_ms, full_cudnn_ms / fake_ms);
     }
   }
   return 0;

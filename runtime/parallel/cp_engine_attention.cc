@@ -20,14 +20,17 @@ class ContextParallelEngineAttention final : public engine::Attention {
     if (cp == 1 && context.layout == engine::SequenceLayout::kWhole) {
       return local_->Forward(q, k, v, context);  // cp = 1 costs nothing
     }
-    if (!checked_) {
-      const absl::Status st = ValidateCpAttentionContext(context, comm_);
-      TORCH_CHECK(st.ok(), st.ToString());
-      checked_ = true;
-    }
     CpOptions options = options_;
     options.causal = context.causal;
     if (context.scale > 0) options.scale = context.scale;
+    if (!checked_) {
+      const absl::Status st = ValidateCpAttentionContext(context, comm_);
+      TORCH_CHECK(st.ok(), st.ToString());
+      // Says once per layer object which mode runs and why (spdlog info).
+      const absl::StatusOr<CpModeChoice> choice = ResolveCpMode(q, k, cp, options, /*log=*/true);
+      TORCH_CHECK(choice.ok(), choice.status().ToString());
+      checked_ = true;
+    }
     absl::StatusOr<at::Tensor> out = ContextParallelAttention(q, k, v, comm_, options);
     TORCH_CHECK(out.ok(), out.status().ToString());
     return *out;
