@@ -34,11 +34,13 @@ cc_library(
         "-L{lib}",
         "-Wl,-rpath,{lib}",
         "-Wl,-rpath-link,/usr/local/cuda/lib64",
-        "-Wl,--no-as-needed",
+        # push/pop-state: a bare --as-needed here would switch the linker
+        # mode for every library after torch's and drop needed ones.
+        "-Wl,--push-state,--no-as-needed",
         "-ltorch_cpu",
         "-ltorch",
         "-lc10",
-        "-Wl,--as-needed",
+        "-Wl,--pop-state",
     ],
     deps = [":headers"],
 )
@@ -47,10 +49,10 @@ cc_library(
     name = "torch_cuda",
     linkopts = [
         "-L{lib}",
-        "-Wl,--no-as-needed",
+        "-Wl,--push-state,--no-as-needed",
         "-ltorch_cuda",
         "-lc10_cuda",
-        "-Wl,--as-needed",
+        "-Wl,--pop-state",
     ],
     deps = [":torch_cpu", "@cuda//:cudart"],
 )
