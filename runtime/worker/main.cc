@@ -50,6 +50,18 @@ int main(int argc, char** argv) {
     kp::engine::LogError(config.status().ToString());
     return 2;
   }
+  // The agent (runtime/agent/supervisor.cc) states the placement it chose in
+  // the environment; it wins over the config's parallel section and data.
+  auto env_int = [](const char* name, int64_t* out) {
+    const char* v = std::getenv(name);
+    if (v != nullptr && *v != '\0') *out = std::strtoll(v, nullptr, 10);
+  };
+  env_int("KP_DP", &config->parallel.dp);
+  env_int("KP_CP", &config->parallel.cp);
+  if (const char* data = std::getenv("KP_DATA_PATH"); data != nullptr && *data != '\0') {
+    config->data.corpus = kp::engine::DataConfig::Corpus::kPath;
+    config->data.path = data;
+  }
   auto result = kp::worker::RunTraining(*config, o);
   if (!result.ok()) {
     kp::engine::LogError("training failed: " + result.status().ToString());
