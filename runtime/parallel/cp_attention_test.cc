@@ -12,6 +12,7 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include "runtime/comm/fake_communicator.h"
 #include "runtime/parallel/cp_test_util.h"
 #include "runtime/parallel/local_attention.h"
 #include "runtime/parallel/zigzag.h"
@@ -181,6 +182,29 @@ TEST(CpAttention, CpOneIsLocalAttentionExactly) {
   // And comm == nullptr is the same pass-through.
   at::Tensor q = p.q.to(at::kFloat), k = p.k.to(at::kFloat), v = p.v.to(at::kFloat);
   EXPECT_TRUE(at::equal(*ContextParallelAttention(q, k, v, nullptr, CpOptions{}), a[0]));
+}
+
+// A dead peer ends the call with the communicator's error, naming the step,
+// this rank and the peer; nothing hangs.
+TEST(CpAttention, DeadPeerIsAnErrorNamingTheTransfer) {
+  at::set_num_threads(1);
+  for (CpMode mode : {CpMode::kRing, CpMode::kAllGather, CpMode::kUlysses}) {
+    comm::FakeWorld world(2, std::chrono::milliseconds(300));
+    std::unique_ptr<comm::Communicator> comm = world.Join(0);
+    world.Kill(1);
+    CpOptions options;
+    options.mode = mode;
+    const at::Tensor q = at::randn({1, 2, 8, 4}), k = at::randn({1, 2, 8, 4});
+    auto out = ContextParallelAttention(q, k, k, comm.get(), options);
+    ASSERT_FALSE(out.ok()) << CpModeName(mode);
+    EXPECT_TRUE(out.status().code() == absl::StatusCode::kDeadlineExceeded ||
+                out.status().code() == absl::StatusCode::kAborted)
+        << out.status();
+    const std::string want = mode == CpMode::kRing        ? "ring attention forward, step 0: rank 0"
+                             : mode == CpMode::kAllGather ? "all-gather attention forward: rank 0"
+                                                          : "all-to-all step 1: rank 0";
+    EXPECT_NE(out.status().message().find(want), std::string::npos) << out.status();
+  }
 }
 
 TEST(CpAttention, RejectsBadLayoutsBeforeAnyWork) {
