@@ -1,6 +1,7 @@
 // kprun's ways of running a job. `kprun local` runs everything on this
-// machine; `slurm`, `mpi` and `k8s` (later) bootstrap the same coordinator and
-// agents through a cluster manager. Each is a Launcher: it gets the parsed job
+// machine; `slurm`, `mpi` and `k8s` (launcher/slurm, launcher/mpi,
+// launcher/k8s) bootstrap the same coordinator and agents through a cluster
+// manager. Each is a Launcher: it gets the parsed job
 // and the common options and returns kprun's exit status.
 #ifndef KP_LAUNCHER_LAUNCHER_H_
 #define KP_LAUNCHER_LAUNCHER_H_

@@ -10,8 +10,13 @@
 
 #include "launcher/client.h"
 #include "launcher/job_file.h"
+#include "launcher/k8s/k8s_launcher.h"
 #include "launcher/launcher.h"
+#include "launcher/mpi/mpi_launcher.h"
 #include "launcher/progress.h"
+#include "launcher/slurm/cluster_flags.h"
+#include "launcher/slurm/launch_flags.h"
+#include "launcher/slurm/slurm_launcher.h"
 #include "runtime/common/logging.h"
 #include "runtime/coordinator/rpc.h"
 
@@ -79,10 +84,14 @@ int main(int argc, char** argv) {
   };
   std::map<std::string, CLI::App*> launchers;
   launchers["local"] = app.add_subcommand("local", "run a job on this machine (embedded coordinator + agent)");
-  launchers["slurm"] = app.add_subcommand("slurm", "run a job inside a Slurm allocation (not yet implemented)");
-  launchers["mpi"] = app.add_subcommand("mpi", "run a job under mpirun (not yet implemented)");
-  launchers["k8s"] = app.add_subcommand("k8s", "run a job on Kubernetes (not yet implemented)");
+  launchers["slurm"] = app.add_subcommand("slurm", "run a job inside a Slurm allocation (srun, one task per node)");
+  launchers["mpi"] = app.add_subcommand("mpi", "run a job under mpirun (one process per node)");
+  launchers["k8s"] = app.add_subcommand("k8s", "run a job as a pod of a Kubernetes Indexed Job");
   for (auto& [name, cmd] : launchers) add_launch_flags(cmd);
+  // The cluster launchers (launcher/slurm, launcher/mpi, launcher/k8s) add
+  // their own flags; each also ships as a standalone kprun-<name> binary.
+  kp::launcher::ClusterFlags cluster;
+  for (const char* name : {"slurm", "mpi", "k8s"}) kp::launcher::AddClusterFlags(launchers[name], &cluster, name);
 
   Remote remote;
   std::string job_id, reason;
@@ -109,7 +118,12 @@ int main(int argc, char** argv) {
 
   for (auto& [name, cmd] : launchers) {
     if (!cmd->parsed()) continue;
-    if (name != "local") return kp::launcher::NewNotImplementedLauncher(name)->Launch(launch);
+    if (name != "local") {
+      if (int rc = kp::launcher::PrepareLaunch(name, &launch); rc != 0) return rc;
+      if (name == "slurm") return kp::launcher::NewSlurmLauncher(&cluster)->Launch(launch);
+      if (name == "mpi") return kp::launcher::NewMpiLauncher(&cluster)->Launch(launch);
+      return kp::launcher::NewK8sLauncher(&cluster)->Launch(launch);
+    }
     auto spec = kp::launcher::LoadJobFile(launch.job_file);
     if (!spec.ok()) return Fail(spec.status());
     launch.spec = *spec;

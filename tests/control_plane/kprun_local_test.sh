@@ -1,7 +1,7 @@
 #!/bin/bash
 # kprun local end to end: exit status follows the job (0 COMPLETED, 1 FAILED,
-# 2 bad job file), progress lines are printed, cluster launchers say they are
-# not implemented.
+# 2 bad job file), progress lines are printed, Ctrl-C cancels, cluster
+# launchers outside their cluster refuse cleanly.
 set -u
 KPRUN="$PWD/launcher/kprun"
 WORKER="$PWD/tests/control_plane/fake_worker.sh"
@@ -59,10 +59,13 @@ m=runs/hang-j000001/metrics/g1.rank0.jsonl
 n1=$(wc -l < "$m"); sleep 0.5; n2=$(wc -l < "$m")
 [ "$n1" -eq "$n2" ] || fail "a worker outlived kprun ($n1 -> $n2 metrics lines)"
 
+# Cluster launchers outside their cluster say so (launcher/slurm, launcher/mpi).
 "$KPRUN" slurm ok.yaml > out.txt 2>&1
 rc=$?
-[ $rc -eq 2 ] || fail "slurm exited $rc"
-grep -q "not yet implemented" out.txt || fail "slurm message"
+[ $rc -eq 2 ] || fail "slurm outside an allocation exited $rc"
+grep -q "Slurm" out.txt || fail "slurm message"
+"$KPRUN" mpi ok.yaml > out.txt 2>&1
+[ $? -eq 2 ] || fail "mpi outside mpirun"
 
 "$KPRUN" local ok.yaml --worker_binary /nonexistent/kp-train > out.txt 2>&1
 [ $? -eq 2 ] || fail "missing worker binary"
