@@ -175,6 +175,8 @@ TEST(RunTrainingTest, ContextParallelEqualsWholeSequence) {
   whole.training.checkpoint_every = 0;
   engine::Config sharded = whole;
   sharded.parallel.cp = 2;  // seq 32 = 4 zigzag chunks of 8
+  // Recomputation repeats the ring exchange in backward: checked here too.
+  sharded.training.activation_checkpointing = engine::ActivationCheckpointing::kFull;
   const std::string single = TempDir("cp1"), dual = TempDir("cp2");
   ASSERT_TRUE(RunTraining(whole, Options(single)).ok());
   for (const absl::Status& s : RunRanks(sharded, 2, dual)) ASSERT_TRUE(s.ok()) << s;
