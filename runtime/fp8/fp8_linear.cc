@@ -198,9 +198,12 @@ at::Tensor Fp8Linear::Forward(const at::Tensor& x) {
   }
   // pending_update lives on the CPU: reading it never syncs the GPU.
   if (state_.pending_update.item<int64_t>() != 0) EndStep();
+  // No history before the first completed step: scale from the tensors
+  // themselves (see layer_state.h).
+  const Fp8Recipe recipe = state_.steps.item<int64_t>() == 0 ? Fp8Recipe::kCurrent : options_.recipe;
   at::Tensor y = Fp8MatmulFunction::apply(
       x2d, weight_, state_.amax_history, state_.scale, state_.scale_inv, state_.underflow,
-      state_.pending_update, static_cast<int64_t>(options_.recipe), options_.margin,
+      state_.pending_update, static_cast<int64_t>(recipe), options_.margin,
       options_.fast_accum_forward);
   std::vector<int64_t> shape(x.sizes().begin(), x.sizes().end());
   shape.back() = out_;

@@ -172,8 +172,10 @@ TEST(Fp8Linear, DelayedScalesUpdateOnceAStepFromTheHistory) {
     const at::Tensor x = (at::randn({32, 64}) * spread).requires_grad_(true);
     const at::Tensor gy = at::randn({32, 32}) * 1e-3;
     const at::Tensor y = layer->Forward(x);
-    // The scale this step used comes from earlier steps only.
-    float want_x_scale = 1.0f, want_g_scale = 1.0f;
+    // The scale this step used comes from earlier steps only; the first
+    // step, with no history, scales x by its own amax (current scaling) and
+    // has not cast a gradient yet.
+    float want_x_scale = CurrentScale(x, Fp8Format::kE4M3), want_g_scale = 1.0f;
     if (step > 0) {
       want_x_scale = 448.0f / x_amax_seen;
       want_g_scale = 57344.0f / g_amax_seen;
@@ -209,14 +211,15 @@ TEST(Fp8Linear, MetricsReportAmaxAndUnderflow) {
   session->Create(Spec("lm_head", 32, 64), ctx);
   ASSERT_NE(layer, nullptr);
   at::manual_seed(13);
-  // Delayed scale 1 at the first step: values below 2^-10 flush to zero.
+  // Rows scaled by 1e-7 land below half the smallest subnormal: they flush.
   at::Tensor x = at::randn({16, 32});
-  x.index_put_({at::indexing::Slice(0, 4)}, x.index({at::indexing::Slice(0, 4)}) * 1e-5);
+  x.index_put_({at::indexing::Slice(0, 4)}, x.index({at::indexing::Slice(0, 4)}) * 1e-7);
+  const float scale = CurrentScale(x, Fp8Format::kE4M3);  // the first step's
   int64_t want_under = 0;
   const at::Tensor xf = x.contiguous();
   for (int64_t i = 0; i < xf.numel(); ++i) {
     const float v = xf.data_ptr<float>()[i];
-    want_under += v != 0 && kernels::Fp8EncodeReference(v, Fp8Format::kE4M3) % 128 == 0;
+    want_under += v != 0 && kernels::Fp8EncodeReference(v * scale, Fp8Format::kE4M3) % 128 == 0;
   }
   ASSERT_GT(want_under, 0);
   layer->Forward(x);

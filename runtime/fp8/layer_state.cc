@@ -32,6 +32,7 @@ Fp8LayerState Fp8LayerState::Create(int64_t history_len, at::Device device) {
   s.scale_inv = at::ones({kNumRoles}, f32);
   s.underflow = at::zeros({kNumRoles}, f32.dtype(at::kLong));
   s.pending_update = at::zeros({1}, at::TensorOptions().dtype(at::kLong));
+  s.steps = at::zeros({1}, at::TensorOptions().dtype(at::kLong));
   s.fp8_max = at::tensor({kernels::Fp8MaxFinite(RoleFormat(kRoleX)), kernels::Fp8MaxFinite(RoleFormat(kRoleW)),
                           kernels::Fp8MaxFinite(RoleFormat(kRoleGrad))},
                          at::TensorOptions().dtype(at::kFloat))
@@ -53,6 +54,7 @@ void EndStep(Fp8LayerState& s, Fp8Recipe recipe, int64_t margin) {
   }
   if (s.amax_history.size(1) > 1) s.amax_history.copy_(at::roll(s.amax_history, 1, 1));
   s.amax_history.select(1, 0).zero_();
+  s.steps.add_(1);
 }
 
 void AppendStateDict(const std::string& prefix, const Fp8LayerState& s,
@@ -65,6 +67,7 @@ void AppendStateDict(const std::string& prefix, const Fp8LayerState& s,
     (*out)[p + RoleName(r) + "_scale"] = scale[r].clone();
   }
   (*out)[p + "pending_update"] = s.pending_update.to(at::kCPU).clone();
+  (*out)[p + "steps"] = s.steps.to(at::kCPU).clone();
 }
 
 absl::Status LoadStateDict(const std::string& prefix, const std::map<std::string, at::Tensor>& in,
@@ -98,6 +101,11 @@ absl::Status LoadStateDict(const std::string& prefix, const std::map<std::string
     return absl::InvalidArgumentError(absl::StrCat("FP8 state: '", p, "pending_update' must hold one value"));
   }
   s->pending_update.copy_(pending.reshape({1}).to(at::kLong));
+  KP_ASSIGN_OR_RETURN(at::Tensor steps, find("steps"));
+  if (steps.numel() != 1) {
+    return absl::InvalidArgumentError(absl::StrCat("FP8 state: '", p, "steps' must hold one value"));
+  }
+  s->steps.copy_(steps.reshape({1}).to(at::kLong));
   s->scale_inv.copy_(at::reciprocal(s->scale));
   s->underflow.zero_();
   return absl::OkStatus();

@@ -9,7 +9,10 @@
 //   scale_inv    [3] float32: 1 / scale, the dequantisation scale _scaled_mm takes;
 //   underflow    [3] int64: nonzero elements cast to zero since the last read;
 //   pending_update [1] int64 (CPU): set by the backward pass, cleared by the
-//                update, so a step's update happens once, at the next forward.
+//                update, so a step's update happens once, at the next forward;
+//   steps        [1] int64 (CPU): completed steps. With no history yet (step 0)
+//                the delayed recipe casts with current scaling: a scale of 1
+//                would flush most gradients (~1e-5) to zero in E5M2.
 #ifndef KP_RUNTIME_FP8_LAYER_STATE_H_
 #define KP_RUNTIME_FP8_LAYER_STATE_H_
 
@@ -36,6 +39,7 @@ struct Fp8LayerState {
   at::Tensor scale_inv;
   at::Tensor underflow;
   at::Tensor pending_update;
+  at::Tensor steps;
   at::Tensor fp8_max;  // [3] float32 constants on the device: 448, 448, 57344
 
   // Scales start at 1 and histories at 0, on `device`.
@@ -45,13 +49,14 @@ struct Fp8LayerState {
 // Ends a step for one layer. Delayed recipe: scale = fp8_max / (max(history)
 // * 2^margin) per role, keeping the old scale where that max is 0, NaN or
 // Inf; current recipe: scales are the kernels' business, nothing changes.
-// Both then roll the history one column (the oldest step drops out) and zero
-// column 0 for the next step. Runs on the state's device without a host sync.
+// Both then roll the history one column (the oldest step drops out), zero
+// column 0 for the next step and count the step. Runs on the state's device
+// without a host sync.
 void EndStep(Fp8LayerState& state, Fp8Recipe recipe, int64_t margin);
 
 // The state as named tensors for the checkpoint, under "<prefix>.fp8.":
 // x_amax_history, w_amax_history, grad_amax_history ([L] each), x_scale,
-// w_scale, grad_scale ([] each) and pending_update ([1]). CPU copies.
+// w_scale, grad_scale ([] each), pending_update and steps ([1]). CPU copies.
 void AppendStateDict(const std::string& prefix, const Fp8LayerState& state,
                      std::map<std::string, at::Tensor>* out);
 

@@ -97,10 +97,10 @@ TEST(Fp8State, SaveRestoreRoundTrip) {
   std::map<std::string, at::Tensor> dict;
   AppendStateDict("blocks.3.attn.qkv", a, &dict);
   for (const char* name : {"x_amax_history", "w_amax_history", "grad_amax_history", "x_scale",
-                           "w_scale", "grad_scale", "pending_update"}) {
+                           "w_scale", "grad_scale", "pending_update", "steps"}) {
     EXPECT_EQ(dict.count(std::string("blocks.3.attn.qkv.fp8.") + name), 1u) << name;
   }
-  EXPECT_EQ(dict.size(), 7u);
+  EXPECT_EQ(dict.size(), 8u);
 
   Fp8LayerState b = Fp8LayerState::Create(4, at::kCPU);
   ASSERT_TRUE(LoadStateDict("blocks.3.attn.qkv", dict, &b).ok());
@@ -108,6 +108,7 @@ TEST(Fp8State, SaveRestoreRoundTrip) {
   EXPECT_TRUE(at::equal(a.scale, b.scale));
   EXPECT_TRUE(at::equal(a.scale_inv, b.scale_inv));
   EXPECT_EQ(b.pending_update.item<int64_t>(), 1);
+  EXPECT_EQ(b.steps.item<int64_t>(), 3);
   // Both continue identically.
   EndStep(a, Fp8Recipe::kDelayed, 1);
   EndStep(b, Fp8Recipe::kDelayed, 1);
