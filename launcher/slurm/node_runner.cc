@@ -174,6 +174,28 @@ absl::Status WaitForAgents(CoordinatorClient& client, const NodeRole& role, cons
   }
 }
 
+// An embedded coordinator starts with no state, so its job ids restart at
+// j000001 and a requeued job gets its old run directory back: wanted, since
+// the worker resumes from the checkpoints there. The Gloo rendezvous files of
+// the old run are not: they would send the new workers to dead addresses.
+// No worker of this launch exists yet (nothing is submitted), so every
+// rendezvous directory of a run of this job name is stale.
+void ClearStaleRendezvous(const std::string& run_root, const std::string& name, const std::string& prefix) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(run_root, ec)) {
+    const std::string dir = entry.path().filename().string();
+    if (dir.rfind(name + "-j", 0) != 0) continue;
+    const auto rendezvous = entry.path() / "rendezvous";
+    if (!std::filesystem::exists(rendezvous, ec)) continue;
+    std::filesystem::remove_all(rendezvous, ec);
+    if (ec) {
+      spdlog::warn("{}: cannot clear stale rendezvous {}: {}", prefix, rendezvous.string(), ec.message());
+    } else {
+      spdlog::info("{}: cleared stale rendezvous files {}", prefix, rendezvous.string());
+    }
+  }
+}
+
 }  // namespace
 
 std::string AgentIdFor(const NodeRole& role, int index) {
@@ -271,6 +293,7 @@ absl::StatusOr<int> RunClusterNode(const LaunchOptions& o, const NodeRole& role)
   int exit_code = 1;
   if (role.submit) {
     KP_RETURN_IF_ERROR(WaitForAgents(*client, role, signals));
+    if (role.start_coordinator) ClearStaleRendezvous(run_root, spec.name(), prefix);
     KP_ASSIGN_OR_RETURN(v1::JobStatus job, client->Submit(spec));
     std::printf("%s: job %s (%s), %d rank(s) on %d node(s)%s\n", prefix.c_str(), job.job_id().c_str(),
                 spec.name().c_str(), spec.dp() * spec.cp(), role.num_nodes,
