@@ -44,10 +44,11 @@ class Attention {
                              const AttentionContext& context) = 0;
 };
 
-// at::scaled_dot_product_attention on one device: the math kernel on CPU
-// (any dtype, float64 included), cuDNN or flash on GPU as ATen picks.
-// Requires layout == kWhole.
-std::unique_ptr<Attention> MakeLocalAttention();
+// Attention on one device: at::scaled_dot_product_attention (the math
+// kernel on CPU, any dtype including float64); on GPU in bf16/fp16 cuDNN's
+// fused attention first (prefer_cudnn), falling back to ATen's choice (flash)
+// if cuDNN rejects the call. Requires layout == kWhole.
+std::unique_ptr<Attention> MakeLocalAttention(bool prefer_cudnn = true);
 
 // Expands [B, Hkv, T, Dh] to [B, H, T, Dh] by repeating each kv head
 // H/Hkv times (query head h uses kv head h / (H/Hkv)).

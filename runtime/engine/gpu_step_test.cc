@@ -32,6 +32,10 @@ struct StepOutput {
   std::vector<at::Tensor> deltas;  // parameter change of the optimizer step
 };
 
+double RelErr(const at::Tensor& a, const at::Tensor& b) {
+  return (a - b).abs().max().item<double>() / (b.abs().max().item<double>() + 1e-30);
+}
+
 StepOutput OneStep(at::Device device, at::ScalarType compute, at::ScalarType param,
                    ActivationCheckpointing ac) {
   ModelConfig c = SmallModel();
@@ -65,9 +69,6 @@ StepOutput OneStep(at::Device device, at::ScalarType compute, at::ScalarType par
   return out;
 }
 
-double RelErr(const at::Tensor& a, const at::Tensor& b) {
-  return (a - b).abs().max().item<double>() / (b.abs().max().item<double>() + 1e-30);
-}
 
 // Adam's first step moves each weight by about lr * sign(grad): count the
 // weights whose move differs from the reference by more than lr / 2 (a sign
@@ -80,6 +81,35 @@ double FractionOfDifferentUpdates(const std::vector<at::Tensor>& a,
     total += a[i].numel();
   }
   return static_cast<double>(bad) / static_cast<double>(total);
+}
+
+// The GPU attention (cuDNN first, in bf16) against the CPU math kernel in
+// float64, forward and backward, with grouped-query heads.
+TEST(GpuStepTest, AttentionMatchesCpuFloat64) {
+  KP_SKIP_WITHOUT_GPU();
+  const at::Device cuda(at::kCUDA, 0);
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(21);
+  at::Tensor q = at::randn({2, 8, 256, 128}, g, at::kDouble);
+  at::Tensor k = at::randn({2, 2, 256, 128}, g, at::kDouble);
+  at::Tensor v = at::randn({2, 2, 256, 128}, g, at::kDouble);
+  at::Tensor proj = at::randn({2, 8, 256, 128}, g, at::kDouble);
+  AttentionContext ctx;
+  auto run = [&](Attention& a, at::Device dev, at::ScalarType dtype) {
+    std::vector<at::Tensor> in;
+    for (const auto& t : {q, k, v}) in.push_back(t.to(dev, dtype).requires_grad_(true));
+    at::Tensor out = a.Forward(in[0], in[1], in[2], ctx);
+    (out.to(at::kDouble) * proj.to(dev)).sum().backward();
+    std::vector<at::Tensor> res{out.detach().to(at::kCPU, at::kDouble)};
+    for (const auto& t : in) res.push_back(t.grad().to(at::kCPU, at::kDouble));
+    return res;
+  };
+  auto ref = run(*MakeLocalAttention(), at::kCPU, at::kDouble);
+  for (bool cudnn : {true, false}) {
+    auto got = run(*MakeLocalAttention(cudnn), cuda, at::kBFloat16);
+    for (size_t i = 0; i < ref.size(); ++i) {
+      EXPECT_LT(RelErr(got[i], ref[i]), 3e-2) << "cudnn " << cudnn << " tensor " << i;
+    }
+  }
 }
 
 TEST(GpuStepTest, CudaStepMatchesCpuFloat64) {
