@@ -37,10 +37,10 @@ class LocalAttention final : public Attention {
         return std::get<0>(at::_scaled_dot_product_cudnn_attention(
             q, kk, vv, /*attn_bias=*/std::nullopt, /*compute_log_sumexp=*/needs_grad,
             /*dropout_p=*/0.0, context.causal, /*return_debug_mask=*/false, scale));
-      } catch (const c10::Error& e) {
+      } catch (const std::exception& e) {
         cudnn_ = false;  // this shape or build: use ATen's choice from now on
         LogWarning(std::string("cuDNN attention unavailable, using ATen's SDPA choice: ") +
-                   e.what_without_backtrace());
+                   e.what());
       }
     }
     return at::scaled_dot_product_attention(q, kk, vv, /*attn_mask=*/std::nullopt,
