@@ -10,7 +10,7 @@
 
 #include "launcher/client.h"
 #include "launcher/job_file.h"
-#include "launcher/k8s/k8s_launcher.h"
+#include "launcher/k8s/k8s_commands.h"
 #include "launcher/launcher.h"
 #include "launcher/mpi/mpi_launcher.h"
 #include "launcher/progress.h"
@@ -86,12 +86,14 @@ int main(int argc, char** argv) {
   launchers["local"] = app.add_subcommand("local", "run a job on this machine (embedded coordinator + agent)");
   launchers["slurm"] = app.add_subcommand("slurm", "run a job inside a Slurm allocation (srun, one task per node)");
   launchers["mpi"] = app.add_subcommand("mpi", "run a job under mpirun (one process per node)");
-  launchers["k8s"] = app.add_subcommand("k8s", "run a job as a pod of a Kubernetes Indexed Job");
   for (auto& [name, cmd] : launchers) add_launch_flags(cmd);
+  // `kprun k8s render JOB.yaml ...` and `kprun k8s run JOB.yaml ...` (the rendered pods' entry point).
+  kp::launcher::K8sCommands k8s;
+  kp::launcher::AddK8sCommands(app.add_subcommand("k8s", "Kubernetes: render a job's manifests, or run as a pod of them"), &k8s);
   // The cluster launchers (launcher/slurm, launcher/mpi, launcher/k8s) add
   // their own flags; each also ships as a standalone kprun-<name> binary.
   kp::launcher::ClusterFlags cluster;
-  for (const char* name : {"slurm", "mpi", "k8s"}) kp::launcher::AddClusterFlags(launchers[name], &cluster, name);
+  for (const char* name : {"slurm", "mpi"}) kp::launcher::AddClusterFlags(launchers[name], &cluster, name);
 
   Remote remote;
   std::string job_id, reason;
@@ -115,14 +117,14 @@ int main(int argc, char** argv) {
   CLI11_PARSE(app, argc, argv);
 
   kp::InitLogging({.role = "kprun", .level = log_level});
+  if (app.got_subcommand("k8s")) return kp::launcher::RunK8sCommands(&k8s);
 
   for (auto& [name, cmd] : launchers) {
     if (!cmd->parsed()) continue;
     if (name != "local") {
       if (int rc = kp::launcher::PrepareLaunch(name, &launch); rc != 0) return rc;
       if (name == "slurm") return kp::launcher::NewSlurmLauncher(&cluster)->Launch(launch);
-      if (name == "mpi") return kp::launcher::NewMpiLauncher(&cluster)->Launch(launch);
-      return kp::launcher::NewK8sLauncher(&cluster)->Launch(launch);
+      return kp::launcher::NewMpiLauncher(&cluster)->Launch(launch);
     }
     auto spec = kp::launcher::LoadJobFile(launch.job_file);
     if (!spec.ok()) return Fail(spec.status());

@@ -18,7 +18,7 @@ cleanup() {
 trap cleanup EXIT
 cd "$WORK"
 printf "name: podjob\nmodel: {layers: 2}\ndp: 2\nsteps: 10\ncheckpoint: {dir: podjob, every_steps: 5}\n" > job.yaml
-"$R/launcher/k8s/kprun-k8s" k8s render job.yaml --image kp:test --gpus-per-node 0 --nodes 2 \
+"$R/launcher/kprun" k8s render job.yaml --image kp:test --gpus-per-node 0 --nodes 2 \
   --namespace ml --env-wrapper "" -o rendered.yaml
 PORT="$("$KP_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 "$KP_PYTHON" "$R/tests/k8s/pods_to_processes.py" rendered.yaml "$WORK/vol" "$PORT" > plan.json
@@ -26,7 +26,7 @@ PORT="$("$KP_PYTHON" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0
 # The Secret the user creates: key "token".
 mkdir -p vol/token vol/state vol/checkpoints && head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > vol/token/token
 
-declare -A BIN=([kp-coordinator]="$R/runtime/coordinator/kp-coordinator" [kprun]="$R/launcher/k8s/kprun-k8s")
+declare -A BIN=([kp-coordinator]="$R/runtime/coordinator/kp-coordinator" [kprun]="$R/launcher/kprun")
 run_argv() {  # run_argv JSON-PATH LOG [ENV-JSON-PATH]: the plan's argv with binaries resolved
   mapfile -t argv < <("$KP_PYTHON" -c "import json,sys; print('\n'.join(eval('json.load(open(\"plan.json\"))' + sys.argv[1])))" "$1")
   argv[0]="${BIN[${argv[0]}]:?unknown command ${argv[0]}}"

@@ -16,7 +16,7 @@ cd "$WORK"
 grep -v -e "--gpus-per-node" -e "--cpus-per-task" -e "--exclusive" "$R/deploy/slurm/kp.sbatch" > kp.sbatch
 sed -e "s/^  dp: 1$/  dp: 2/" -e "s/^  checkpoint_every: .*/  checkpoint_every: 10/" "$R/configs/tiny.yaml" > tiny.yaml
 grep -q "^  checkpoint_every: 10$" tiny.yaml || { echo "FAIL: could not set checkpoint_every"; exit 1; }
-export KP_COORDINATOR_ADDRESS=127.0.0.1 KP_NODE_ADDRESS=127.0.0.1 KPRUN="$R/launcher/slurm/kprun-slurm" KPRUN_MODE=
+export KP_COORDINATOR_ADDRESS=127.0.0.1 KP_NODE_ADDRESS=127.0.0.1 KPRUN="$R/launcher/kprun"
 COMMON=(--worker_binary "$R/runtime/worker/kp-train" --cpu_slots 1 --register-timeout 60 --grace-seconds 10)
 fail() {
   echo "FAIL: $*"

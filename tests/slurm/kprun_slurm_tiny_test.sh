@@ -16,7 +16,7 @@ grep -v -e "--gpus-per-node" -e "--cpus-per-task" -e "--exclusive" "$R/deploy/sl
 sed "s/^  dp: 1$/  dp: 2/" "$R/configs/tiny.yaml" > tiny-dp2.yaml
 grep -q "^  dp: 2$" tiny-dp2.yaml || { echo "FAIL: configs/tiny.yaml has no parallel.dp: 1 line to edit"; exit 1; }
 printf "name: tiny\nconfig: %s\ndp: 2\nsteps: 20\n" "$WORK/tiny-dp2.yaml" > job.yaml
-export KP_COORDINATOR_ADDRESS=127.0.0.1 KP_NODE_ADDRESS=127.0.0.1 KPRUN="$R/launcher/slurm/kprun-slurm" KPRUN_MODE=
+export KP_COORDINATOR_ADDRESS=127.0.0.1 KP_NODE_ADDRESS=127.0.0.1 KPRUN="$R/launcher/kprun"
 rc=0
 sbatch --wait --output=tiny.out kp.sbatch job.yaml --worker_binary "$R/runtime/worker/kp-train" \
   --cpu_slots 1 --run_root "$WORK/runs" --register-timeout 60 > /dev/null || rc=$?
