@@ -142,6 +142,13 @@ Decision JobRecovery::Place(int64_t now_micros, const std::vector<FreeDevices>& 
     }
     return d;
   };
+  if (restart && now_micros < *waiting_since_micros_ + std::max<int64_t>(0, options_.settle_micros)) {
+    Decision d;
+    d.action = Action::kWait;
+    d.wait_until_micros = *waiting_since_micros_ + options_.replacement_deadline_micros;
+    d.reason = "settling after the fault";
+    return d;
+  }
   const BatchShape full{shape_.micro_batch, shape_.grad_accum};
   if (auto slots = PlaceRanksPreferNvlink(shape_.dp, shape_.cp, usable)) {
     return restart_with(shape_.dp, full, std::move(*slots), "full size");

@@ -44,6 +44,13 @@ struct RecoveryOptions {
   int64_t replacement_deadline_micros = 120'000'000;
   // Exit codes a restart cannot fix: fail at once.
   std::set<int> permanent_exit_codes = {kExitBadConfig};
+  // No restart placement until this long after the fault: a peer's crash is
+  // often reported (by the survivors' broken collectives) before its node is
+  // known to be gone, and placing at once would put the next generation on a
+  // dead node and spend a second restart. The coordinator also offers only
+  // devices of agents heard from since the fault. Negative: the caller's
+  // default (the coordinator uses two heartbeat intervals).
+  int64_t settle_micros = -1;
 };
 
 // The parts of a job the policy needs.
@@ -126,6 +133,8 @@ class JobRecovery {
   int restarts() const { return restarts_; }
   int max_restarts() const;
   bool waiting() const { return waiting_since_micros_.has_value(); }
+  // When the wait for the next generation began (the fault), if waiting.
+  std::optional<int64_t> waiting_since() const { return waiting_since_micros_; }
   const std::vector<std::string>& history() const { return history_; }
   // "3 faults: ...; ...; ..." for FAILED messages.
   std::string HistoryText() const;

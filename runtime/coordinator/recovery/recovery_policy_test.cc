@@ -207,6 +207,18 @@ TEST(RecoveryPolicy, ExcludedDevicesAreNotUsed) {
   EXPECT_NE(r.HistoryText().find("excluded a#0: straggler"), std::string::npos) << r.HistoryText();
 }
 
+TEST(RecoveryPolicy, RestartWaitsForTheSettlePeriod) {
+  RecoveryOptions o = Opts();
+  o.settle_micros = 2 * kSecond;
+  JobRecovery r(Shape(2, 1, 3), o);
+  r.OnFailure(Exit(1, 0, 1), 10 * kSecond);
+  Decision d = r.Place(11 * kSecond, {Node("a", 2)});
+  EXPECT_EQ(d.action, Action::kWait);
+  EXPECT_EQ(d.reason, "settling after the fault");
+  EXPECT_EQ(r.waiting_since(), 10 * kSecond);
+  EXPECT_EQ(r.Place(12 * kSecond, {Node("a", 2)}).action, Action::kRestart);
+}
+
 TEST(RecoveryPolicy, FirstPlacementWaitsWithoutDeadlineAndCountsNoRestart) {
   JobRecovery r(Shape(2, 1, 3), Opts(1));
   Decision d = r.Place(100 * kSecond, {Node("a", 1)});

@@ -69,6 +69,12 @@ bool RecoverySet::Waiting(const std::string& job_id) const {
   return it != jobs_.end() && it->second->waiting();
 }
 
+std::optional<int64_t> RecoverySet::WaitingSince(const std::string& job_id) const {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return std::nullopt;
+  return it->second->waiting_since();
+}
+
 Decision RecoverySet::Place(const v1::JobStatus& job, const std::vector<FreeDevices>& free, int64_t now_micros) {
   return RecoveryOf(job).Place(now_micros, free);
 }

@@ -52,6 +52,8 @@ class RecoverySet {
 
   // True while `job_id` waits for its next generation after a fault.
   bool Waiting(const std::string& job_id) const;
+  // When the job's wait began (its fault), if it waits.
+  std::optional<int64_t> WaitingSince(const std::string& job_id) const;
   // For a waiting job: where its next generation goes (kRestart), or keep
   // waiting (kWait), or give up at the replacement deadline (kFail).
   Decision Place(const v1::JobStatus& job, const std::vector<FreeDevices>& free, int64_t now_micros);
