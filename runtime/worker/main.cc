@@ -11,9 +11,14 @@
 
 #include "absl/strings/str_format.h"
 #include "runtime/engine/log.h"
+#include "runtime/worker/fault/exit_codes.h"
+#include "runtime/worker/fault/stop_signal.h"
 #include "runtime/worker/run_training.h"
 
 int main(int argc, char** argv) {
+  // First, before any thread exists: SIGTERM/SIGINT become a stop request
+  // the loop honours at the next step boundary (with a checkpoint).
+  kp::worker::fault::StopSignal stop_signal(kp::worker::fault::StopSignal::Options{});
   // Under `bazel run` the process starts in the runfiles tree; relative
   // --config and --run_dir paths mean the caller's directory.
   if (const char* cwd = std::getenv("BUILD_WORKING_DIRECTORY"); cwd != nullptr && *cwd != '\0') {
@@ -38,7 +43,8 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    stop_signal.Done();
+    return app.exit(e) == 0 ? 0 : kp::worker::fault::kExitBadConfig;
   }
   kp::engine::InitProcessLogging("kp-train", o.world_size > 1 ? o.rank : -1);
   if (steps > 0) o.steps = steps;
@@ -48,7 +54,8 @@ int main(int argc, char** argv) {
   auto config = kp::engine::LoadConfigFile(config_path, parse);
   if (!config.ok()) {
     kp::engine::LogError(config.status().ToString());
-    return 2;
+    stop_signal.Done();
+    return kp::worker::fault::kExitBadConfig;
   }
   // The agent (runtime/agent/supervisor.cc) states the placement it chose in
   // the environment; it wins over the config's parallel section and data.
@@ -62,10 +69,17 @@ int main(int argc, char** argv) {
     config->data.corpus = kp::engine::DataConfig::Corpus::kPath;
     config->data.path = data;
   }
+  o.stop_flag = stop_signal.flag();
   auto result = kp::worker::RunTraining(*config, o);
+  stop_signal.Done();
   if (!result.ok()) {
-    kp::engine::LogError("training failed: " + result.status().ToString());
-    return 1;
+    const int code = kp::worker::fault::ExitCodeFor(result.status());
+    if (code == kp::worker::fault::kExitOk) {
+      kp::engine::LogInfo("stopped on request: " + result.status().ToString());
+    } else {
+      kp::engine::LogError("training failed: " + result.status().ToString());
+    }
+    return code;
   }
   kp::engine::LogInfo(absl::StrFormat("done: %d steps, final loss %.4f, %.0f tokens/s, %d skipped",
                                       result->next_step, result->final_loss,

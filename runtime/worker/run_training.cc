@@ -20,6 +20,7 @@
 #include "runtime/engine/device.h"
 #include "runtime/engine/log.h"
 #include "runtime/fp8/device_check.h"
+#include "runtime/worker/fault/step_boundary_stop.h"
 #include "runtime/fp8/fp8_linear.h"
 #include "runtime/parallel/cp_engine_attention.h"
 #include "runtime/parallel/data_parallel.h"
@@ -362,7 +363,21 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     done.entropy_rate = entropy_rate;
     return done;
   }
-  auto result = engine::TrainLoop(config, *model, optimizer, batches, *sync, checkpoints.get(),
+  // A stop request (SIGTERM) ends the run at a step boundary that every rank
+  // agrees on, after a checkpoint of the state before that step.
+  std::unique_ptr<fault::StopAtStepBoundary> stoppable;
+  engine::BatchSource* data = &batches;
+  if (options.stop_flag != nullptr) {
+    auto save_before = [&](int64_t step) -> absl::Status {
+      if (!checkpoints) return absl::OkStatus();
+      KP_RETURN_IF_ERROR(checkpoints->Save(step, *model, optimizer));
+      return checkpoints->Wait();
+    };
+    stoppable = std::make_unique<fault::StopAtStepBoundary>(&batches, options.stop_flag, world_comm,
+                                                            start_step, save_before);
+    data = stoppable.get();
+  }
+  auto result = engine::TrainLoop(config, *model, optimizer, *data, *sync, checkpoints.get(),
                                   *metrics, lo);
   if (checkpoints) {
     absl::Status saved = checkpoints->Wait();

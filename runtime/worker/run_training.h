@@ -5,6 +5,7 @@
 #ifndef KP_RUNTIME_WORKER_RUN_TRAINING_H_
 #define KP_RUNTIME_WORKER_RUN_TRAINING_H_
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -38,6 +39,10 @@ struct RunOptions {
   // End the run after this many steps as if interrupted (the schedule still
   // follows training.steps): tests of resume, and of what a crash leaves.
   std::optional<int64_t> stop_after_steps;
+  // Set (from any thread) to stop at the next step boundary with a
+  // checkpoint; the run then returns CANCELLED (fault/step_boundary_stop.h).
+  // kp-train points it at its SIGTERM handler's flag.
+  const std::atomic<bool>* stop_flag = nullptr;
   // Linear implementations by precision; null: fp32 + bf16 dense.
   const engine::LinearRegistry* linear_registry = nullptr;
   // An already-formed data-parallel group (in-process tests with the fake

@@ -25,4 +25,21 @@ if KP_DP=2 "$BIN" --config "$CONFIG" --run_dir "$T/bad" --steps 1 --world_size 3
   echo "world size 3 with dp 2 should fail"; exit 1
 fi
 grep -q "parallel.dp \* parallel.cp" "$T/bad.log" || { cat "$T/bad.log"; exit 1; }
+
+# SIGTERM mid-run: the worker stops at the next step boundary, checkpoints
+# there and exits 0; a resumed run continues from that step.
+"$BIN" --config "$CONFIG" --run_dir "$T/term" --steps 1000 >"$T/term.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do
+  [[ -f "$T/term/metrics.jsonl" ]] && (( $(wc -l <"$T/term/metrics.jsonl") >= 2 )) && break
+  sleep 0.1
+done
+kill -TERM "$pid"
+rc=0
+wait "$pid" || rc=$?
+[[ "$rc" -eq 0 ]] || { echo "SIGTERM exit code $rc"; cat "$T/term.log"; exit 1; }
+stopped=$(sed 's/step_0*//' "$T/term/checkpoints/LATEST")
+[[ "$stopped" -ge 2 && "$stopped" -lt 1000 ]] || { echo "stopped at '$stopped'"; exit 1; }
+"$BIN" --config "$CONFIG" --run_dir "$T/term" --steps $((stopped + 2)) --resume >"$T/resume.log" 2>&1
+grep -q "resumed from .* at step $stopped" "$T/resume.log" || { cat "$T/resume.log"; exit 1; }
 echo PASS
