@@ -53,6 +53,7 @@ for t in "${TARGETS[@]}"; do
     exit 1
   fi
   cp "$src" "$OUT/bin/$name"
+  strip --strip-debug "$OUT/bin/$name"  # the tree carried to a GPU machine is capped at 64 MiB
   # Runtime data files next to a binary (configs etc.) come from runfiles.
 done
 cp -r "$ROOT/configs" "$OUT/configs" 2>/dev/null || true
