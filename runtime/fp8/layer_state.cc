@@ -64,7 +64,8 @@ void AppendStateDict(const std::string& prefix, const Fp8LayerState& s,
   const at::Tensor scale = s.scale.to(at::kCPU);
   for (int r = 0; r < kNumRoles; ++r) {
     (*out)[p + RoleName(r) + "_amax_history"] = hist[r].clone();
-    (*out)[p + RoleName(r) + "_scale"] = scale[r].clone();
+    // [1] rather than a 0-dim scalar: every tensor file format takes it.
+    (*out)[p + RoleName(r) + "_scale"] = scale[r].reshape({1}).clone();
   }
   (*out)[p + "pending_update"] = s.pending_update.to(at::kCPU).clone();
   (*out)[p + "steps"] = s.steps.to(at::kCPU).clone();

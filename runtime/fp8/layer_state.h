@@ -56,7 +56,7 @@ void EndStep(Fp8LayerState& state, Fp8Recipe recipe, int64_t margin);
 
 // The state as named tensors for the checkpoint, under "<prefix>.fp8.":
 // x_amax_history, w_amax_history, grad_amax_history ([L] each), x_scale,
-// w_scale, grad_scale ([] each), pending_update and steps ([1]). CPU copies.
+// w_scale, grad_scale, pending_update and steps ([1] each). CPU copies.
 void AppendStateDict(const std::string& prefix, const Fp8LayerState& state,
                      std::map<std::string, at::Tensor>* out);
 
