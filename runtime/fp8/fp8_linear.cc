@@ -27,6 +27,11 @@ Fp8LayerState StateFrom(AutogradContext* ctx) {
   return s;
 }
 
+// cuBLASLt rejects (CUBLAS_STATUS_NOT_SUPPORTED, seen on an H100) scale
+// pointers that are not 16-byte aligned; an element view of the [3] scale
+// tensor sits 4 or 8 bytes in. A fresh allocation is aligned.
+at::Tensor Aligned(const at::Tensor& scalar) { return scalar.clone(); }
+
 // The three GEMMs in FP8. The state tensors travel as arguments so the
 // autograd graph holds them (not the layer), and the kernels update them in
 // place.
@@ -49,7 +54,8 @@ struct Fp8MatmulFunction : public torch::autograd::Function<Fp8MatmulFunction> {
     // state.scale_inv at every cast, and the backward must dequantise the
     // saved copies with the scales they were made with.
     const at::Tensor inv = scale_inv.clone();
-    at::Tensor y = at::_scaled_mm(cx.data, cw.data.t(), inv[kRoleX], inv[kRoleW], std::nullopt,
+    at::Tensor y = at::_scaled_mm(cx.data, cw.data.t(), Aligned(inv[kRoleX]), Aligned(inv[kRoleW]),
+                                  std::nullopt,
                                   std::nullopt, x2d.scalar_type(), fast_accum);
     ctx->save_for_backward({cx.data_t, cw.data_t, inv});
     ctx->saved_data["amax_history"] = amax_history;
@@ -79,12 +85,12 @@ struct Fp8MatmulFunction : public torch::autograd::Function<Fp8MatmulFunction> {
     at::Tensor dx, dw;
     if (want_dx) {
       // [M, N] x [N, K]: b is W as column-major [N, K], i.e. W^T row-major.
-      dx = at::_scaled_mm(cg.data, w_t.t(), g_inv, inv[kRoleW], std::nullopt, std::nullopt,
+      dx = at::_scaled_mm(cg.data, w_t.t(), g_inv, Aligned(inv[kRoleW]), std::nullopt, std::nullopt,
                           dy.scalar_type());
     }
     if (want_dw) {
       // [N, M] x [M, K]: a is dY^T row-major, b is X as column-major [M, K].
-      dw = at::_scaled_mm(cg.data_t, x_t.t(), g_inv, inv[kRoleX], std::nullopt, std::nullopt,
+      dw = at::_scaled_mm(cg.data_t, x_t.t(), g_inv, Aligned(inv[kRoleX]), std::nullopt, std::nullopt,
                           at::kFloat);
       if (weight_dtype != at::kFloat) dw = dw.to(weight_dtype);
     }
