@@ -8,9 +8,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/tools/setup.sh"
 cd "$ROOT"
-tools/bazel.sh build -c opt --jobs="$(nproc)" //launcher:kprun //runtime/worker:kp-train \
+tools/bazel.sh build --config=opt --jobs="$(nproc)" //launcher:kprun //runtime/worker:kp-train \
   //runtime/coordinator:kp-coordinator //runtime/agent:kp-agent >&2
-BIN="$(tools/bazel.sh info -c opt bazel-bin 2>/dev/null)"
+BIN="$(tools/bazel.sh info --config=opt bazel-bin 2>/dev/null)"
 JOB="${1:-$ROOT/configs/jobs/tiny.yaml}"
 [[ $# -gt 0 ]] && shift
 exec "$BIN/launcher/kprun" local "$JOB" --worker_binary="$BIN/runtime/worker/kp-train" "$@"
