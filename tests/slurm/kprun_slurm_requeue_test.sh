@@ -40,14 +40,21 @@ grep -qE "step (1[4-9]|2[0-9])/40" interrupted.out || fail "the run never got pa
 scancel --batch --signal=USR1 "$id"
 for _ in $(seq 300); do grep -q "requeueing $id" interrupted.out && break; sleep 0.2; done
 grep -q "requeueing $id" interrupted.out || fail "not requeued"
-# Slurm holds a requeued job for a while (BeginTime): release it.
-for _ in $(seq 300); do
+# Slurm holds a requeued job for a while (BeginTime): bring it forward, once,
+# to a few seconds after the requeue (a start in the same second as the
+# requeue fails with "Job credential revoked").
+released=0
+for _ in $(seq 750); do
   grep -q "restart 1" interrupted.out && break
-  [[ "$(squeue -h -j "$id" -o %T 2>/dev/null)" == PENDING ]] && scontrol update JobId="$id" StartTime=now > /dev/null 2>&1
+  if [[ $released == 0 && "$(squeue -h -j "$id" -o %T 2>/dev/null)" == PENDING ]]; then
+    sleep 2
+    scontrol update JobId="$id" StartTime=now+2 > /dev/null 2>&1 || true
+    released=1
+  fi
   sleep 0.2
 done
 for _ in $(seq 900); do [[ "$(grep -c "kprun exited" interrupted.out)" == 2 ]] && break; sleep 0.2; done
-grep -q "restart 1" interrupted.out || fail "no second run"
+grep -q "restart 1" interrupted.out || fail "no second run (job state: $(squeue -h -j "$id" -o "%T %r %S" 2>&1))"
 grep -q "resuming from the newest checkpoint" interrupted.out || fail "the second run did not resume"
 grep -q "job j000001 COMPLETED" interrupted.out || fail "the resumed run did not complete"
 

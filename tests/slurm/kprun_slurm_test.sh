@@ -79,14 +79,21 @@ grep -q "requeueing $id" slow.out || fail "the script did not requeue"
 # TERM reaches kprun and the workers alike (Slurm signals the whole step):
 # either kprun cancels the job first or the exit of a worker ends it.
 grep -qE "signal 15: stopping job|exited with code 143" slow.out || fail "the job was not stopped by SIGTERM"
-# Slurm holds a requeued job for a while (BeginTime): release it.
-for _ in $(seq 300); do
+# Slurm holds a requeued job for a while (BeginTime): bring it forward, once,
+# to a few seconds after the requeue (a start in the same second as the
+# requeue fails with "Job credential revoked").
+released=0
+for _ in $(seq 750); do
   grep -q "restart 1" slow.out && break
-  [[ "$(squeue -h -j "$id" -o %T 2>/dev/null)" == PENDING ]] && scontrol update JobId="$id" StartTime=now > /dev/null 2>&1
+  if [[ $released == 0 && "$(squeue -h -j "$id" -o %T 2>/dev/null)" == PENDING ]]; then
+    sleep 2
+    scontrol update JobId="$id" StartTime=now+2 > /dev/null 2>&1 || true
+    released=1
+  fi
   sleep 0.2
 done
 for _ in $(seq 300); do [[ "$(grep -c "kprun exited" slow.out)" == 2 ]] && break; sleep 0.2; done
-grep -q "restart 1" slow.out || fail "no second run"
+grep -q "restart 1" slow.out || fail "no second run (job state: $(squeue -h -j "$id" -o "%T %r %S" 2>&1))"
 grep -q "resuming from the newest checkpoint" slow.out || fail "the second run did not resume"
 grep -q "job j000001 COMPLETED" slow.out || fail "the requeued run did not complete"
 grep -l "resume 1" runs/slow-*/logs/*.out > /dev/null 2>&1 || fail "workers of the second run did not get --resume"
