@@ -71,6 +71,8 @@ class Communicator {
 
   // A sub-communicator of the ranks that pass the same color, ordered by key
   // (as MPI_Comm_split / ncclCommSplit). Collective over this communicator.
+  // A rank that passes a negative color is in no part: it still takes part in
+  // the call and gets OK with a null pointer ("not a member").
   virtual absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) = 0;
 
   // Ends every pending and future call with ABORTED (called by the watchdog or

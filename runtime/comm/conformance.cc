@@ -157,6 +157,33 @@ absl::Status RunConformance(Communicator& comm, uint64_t seed, c10::Device devic
     // The parent still works after the child was used.
     KP_RETURN_IF_ERROR(comm.Barrier());
   }
+
+  // Rank 0 opts out with a negative color: it gets no communicator, the others
+  // one of n - 1 ranks (none when n is 1), ordered by world rank.
+  {
+    KP_ASSIGN_OR_RETURN(auto sub, comm.Split(me == 0 ? -1 : 7, me));
+    const int c = call++;
+    if (me == 0) {
+      if (sub) {
+        return absl::InternalError(absl::StrCat("Split with a negative color on rank 0: got a "
+                                                "communicator of ", sub->size(), " ranks"));
+      }
+    } else {
+      if (!sub) return absl::InternalError(absl::StrCat("Split on rank ", me, ": no communicator"));
+      if (sub->size() != n - 1 || sub->rank() != me - 1) {
+        return absl::InternalError(absl::StrCat("Split without rank 0, on rank ", me, ": got rank ",
+                                                sub->rank(), " of ", sub->size(), ", want ",
+                                                me - 1, " of ", n - 1));
+      }
+      auto ins = all_inputs(c, kLen, at::kFloat);
+      std::vector<at::Tensor> part(ins.begin() + 1, ins.end());
+      at::Tensor t = ins[me].to(device, /*non_blocking=*/false, /*copy=*/true);
+      KP_RETURN_IF_ERROR(sub->AllReduce(t, ReduceOp::kSum));
+      KP_RETURN_IF_ERROR(Compare(t, Reference(part, ReduceOp::kSum), "AllReduce after a Split "
+                                 "without rank 0", me));
+    }
+    KP_RETURN_IF_ERROR(comm.Barrier());
+  }
   return absl::OkStatus();
 }
 

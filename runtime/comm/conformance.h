@@ -16,7 +16,8 @@ namespace kp::comm::testing {
 
 // AllReduce (sum/avg/max/min over float32, float64, bfloat16, int64; sync and
 // several async in flight), AllGather (+async), ReduceScatter, Broadcast,
-// a SendRecv ring, Barrier and Split (with an AllReduce inside each part).
+// a SendRecv ring, Barrier and Split (with an AllReduce inside each part; a
+// negative color on rank 0 must give it no communicator).
 // Returns the first mismatch, naming the call, rank and dtype.
 // Tensors live on `device` (CPU for gloo and fake, the rank's GPU for nccl).
 absl::Status RunConformance(Communicator& comm, uint64_t seed,

@@ -16,6 +16,7 @@
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "runtime/comm/reduce_math.h"
@@ -80,6 +81,12 @@ struct Ctx {
   std::atomic<bool> aborted{false};
   std::mutex abort_mu;
   absl::Status abort_reason;
+  // Where ncclCommSplit stores the new communicator. NCCL writes it from its
+  // own thread when the split completes, which may be after a timed-out
+  // Split() has returned, so it lives here rather than on Split()'s stack;
+  // non-null only while a split is being collected or was cut short (Abort()
+  // then aborts it as well, as NCCL's docs ask). Guarded by `mu`.
+  ncclComm_t split_child = nullptr;
 
   ~Ctx() {
     if (!comm) return;
@@ -120,6 +127,15 @@ struct Ctx {
     // ncclCommAbort is what ends them.
     std::lock_guard<std::mutex> lock(mu);
     if (comm) ncclCommAbort(comm);
+    // ncclCommAbort joined NCCL's split thread, so split_child is final.
+    AbortSplitChildLocked();
+  }
+
+  // Frees a child that a failed or aborted split left behind. Callers hold
+  // `mu`, and NCCL's split thread has finished.
+  void AbortSplitChildLocked() {
+    if (split_child) ncclCommAbort(split_child);
+    split_child = nullptr;
   }
 
   absl::Status Error(const std::string& op, ncclResult_t r) {
@@ -343,21 +359,39 @@ class NcclCommunicator final : public Communicator {
     return ctx_->CheckAsync("Barrier");
   }
 
+  // A negative color joins no sub-communicator (NCCL_SPLIT_NOCOLOR): OK with
+  // a null pointer, as the interface documents.
   absl::StatusOr<std::unique_ptr<Communicator>> Split(int color, int key) override {
     std::unique_lock<std::mutex> lock(ctx_->mu);
     if (ctx_->aborted.load()) return ctx_->AbortStatus("Split");
     c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(ctx_->device));
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
-    ncclComm_t sub = nullptr;
-    ncclResult_t r = ncclCommSplit(ctx_->comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key, &sub,
-                                   &config);
+    ctx_->AbortSplitChildLocked();  // none expected; never leak one
+    ncclResult_t r = ncclCommSplit(ctx_->comm, color < 0 ? NCCL_SPLIT_NOCOLOR : color, key,
+                                   &ctx_->split_child, &config);
+    // NCCL 2.28's non-blocking ncclCommSplit returns ncclSuccess while its
+    // thread is still building the child (it drops the ncclInProgress of its
+    // internal group end) and leaves the handle null until then; only the
+    // parent's async error, back from ncclInProgress, says the split is done.
+    // So poll the parent even after ncclSuccess.
+    if (r == ncclSuccess) r = ncclInProgress;
     if (absl::Status st = ctx_->Settle("Split", ctx_->comm, r); !st.ok()) {
+      const bool cut_short = st.code() == absl::StatusCode::kDeadlineExceeded ||
+                             st.code() == absl::StatusCode::kAborted;
+      // Failed by itself: NCCL's thread has finished; free what it built.
+      // Cut short: Abort() frees it once ncclCommAbort has stopped the thread.
+      if (!cut_short) ctx_->AbortSplitChildLocked();
       lock.unlock();
       if (st.code() == absl::StatusCode::kDeadlineExceeded) ctx_->Abort(st);
       return st;
     }
-    if (sub == nullptr) return std::unique_ptr<Communicator>();
+    ncclComm_t sub = std::exchange(ctx_->split_child, nullptr);
+    if (sub == nullptr) {
+      if (color < 0) return std::unique_ptr<Communicator>();
+      return absl::InternalError(absl::StrCat("nccl Split on rank ", ctx_->rank, " (color ",
+                                              color, "): NCCL completed without a communicator"));
+    }
     auto child = std::make_shared<Ctx>();
     child->comm = sub;
     child->device = ctx_->device;

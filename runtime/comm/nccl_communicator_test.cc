@@ -2,10 +2,15 @@
 // a GPU machine (one GPU: the 1-rank tests; two or more: the multi-rank one).
 #include "runtime/comm/nccl_communicator.h"
 
+#include <cuda_runtime_api.h>
+
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 
+#include <condition_variable>
+#include <mutex>
+#include <string>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -90,9 +95,67 @@ TEST(NcclCommunicatorTest, MissingPeerFailsInitWithinTimeout) {
   EXPECT_LT(Clock::now() - t0, milliseconds(300 + 2000));
 }
 
-// A receive no peer answers (from oneself, without a send) hangs in the
-// kernel; the watchdog must abort the communicator within timeout + slack.
-TEST(NcclCommunicatorTest, WatchdogAbortsAHungReceive) {
+// Rank 0 of two initialises and rank 1 never does: NCCL's bootstrap waits for
+// it forever (the id is published, so this is NCCL's own wait, not the
+// store's). The non-blocking init must be aborted with ncclCommAbort at the
+// timeout, and say which call and why.
+TEST(NcclCommunicatorTest, InitWithoutItsPeerIsAbortedAtTheTimeout) {
+  KP_SKIP_WITHOUT_GPU();
+  InMemoryStore store;
+  NcclOptions o;
+  o.timeout = milliseconds(1000);
+  o.device = 0;
+  const auto t0 = Clock::now();
+  auto comm = CreateNcclCommunicator(0, 2, &store, o);
+  const auto took = Clock::now() - t0;
+  ASSERT_EQ(comm.status().code(), absl::StatusCode::kDeadlineExceeded) << comm.status();
+  EXPECT_NE(comm.status().message().find("nccl init on rank 0 of 2"), std::string::npos)
+      << comm.status();
+  EXPECT_NE(comm.status().message().find("did not join"), std::string::npos) << comm.status();
+  EXPECT_TRUE(store.Get("nccl_id", milliseconds(0)).ok()) << "the wait was not NCCL's";
+  EXPECT_GE(took, milliseconds(1000));
+  EXPECT_LT(took, milliseconds(1000 + 3000));
+}
+
+// Holds back the stream it is enqueued on, from a CUDA host function, until
+// Release() or `guard` (so a broken test cannot hang the suite).
+class StreamBlocker {
+ public:
+  StreamBlocker(cudaStream_t stream, milliseconds guard) : guard_(guard) {
+    launched_ = cudaLaunchHostFunc(stream, &StreamBlocker::Run, this);
+  }
+  cudaError_t launched() const { return launched_; }
+  void Release() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      released_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  static void CUDART_CB Run(void* self) {
+    auto* b = static_cast<StreamBlocker*>(self);
+    std::unique_lock<std::mutex> lock(b->mu_);
+    b->cv_.wait_for(lock, b->guard_, [b] { return b->released_; });
+  }
+
+  milliseconds guard_;
+  cudaError_t launched_ = cudaSuccess;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool released_ = false;
+};
+
+// A collective that never completes: one rank cannot hang NCCL by itself
+// (NCCL 2.28 rejects a receive from self without a matching send), so the
+// collective is ordered after a stream that a host function holds back. Its
+// end event never fires, exactly as for a kernel stuck on a dead peer; only
+// the watchdog can end it, within timeout + grace (+ slack), and later calls
+// must then fail naming the call that hung. On one rank NCCL runs the
+// AllReduce as a local kernel on our stream that touches no communicator
+// state, so it may still run safely after ncclCommAbort, once released.
+TEST(NcclCommunicatorTest, WatchdogAbortsAStalledCollective) {
   KP_SKIP_WITHOUT_GPU();
   InMemoryStore store;
   NcclOptions o;
@@ -100,18 +163,36 @@ TEST(NcclCommunicatorTest, WatchdogAbortsAHungReceive) {
   o.device = 0;
   auto comm = CreateNcclCommunicator(0, 1, &store, o);
   ASSERT_TRUE(comm.ok()) << comm.status();
+  at::Tensor t = at::randn({1024}, at::TensorOptions().device(at::kCUDA, 0));
+  KP_CUDA_OK(cudaDeviceSynchronize());
+  auto side = c10::cuda::getStreamFromPool(false, 0);
+  StreamBlocker blocker(side.stream(), milliseconds(20000));
+  KP_CUDA_OK(blocker.launched());
   Watchdog dog(Watchdog::Options{milliseconds(50), milliseconds(100)});
   Watchdog::Scoped watch(&dog, comm->get());
-  at::Tensor recv = at::empty({1024}, at::TensorOptions().device(at::kCUDA, 0));
   const auto t0 = Clock::now();
-  auto work = (*comm)->SendRecvAsync(at::Tensor(), 0, recv, 0);
-  absl::Status s = work->Wait();
+  std::unique_ptr<Work> work;
+  {
+    c10::cuda::CUDAStreamGuard on_side(side);
+    work = (*comm)->AllReduceAsync(t, ReduceOp::kSum);
+  }
+  const bool done_early = work->Done();
   while (dog.aborted_count() == 0 && Clock::now() - t0 < milliseconds(10000)) {
     std::this_thread::sleep_for(milliseconds(20));
   }
-  EXPECT_EQ(dog.aborted_count(), 1) << "first status: " << s;
-  EXPECT_LT(Clock::now() - t0, milliseconds(1000 + 100 + 3000));
-  EXPECT_NE((*comm)->Barrier().code(), absl::StatusCode::kOk);
+  const auto took = Clock::now() - t0;
+  blocker.Release();
+  KP_CUDA_OK(cudaStreamSynchronize(side.stream()));
+  EXPECT_FALSE(done_early) << "the collective was not held back";
+  ASSERT_EQ(dog.aborted_count(), 1);
+  EXPECT_GE(took, milliseconds(1000));
+  EXPECT_LT(took, milliseconds(1000 + 100 + 3000));
+  EXPECT_TRUE(work->Done());
+  EXPECT_EQ(work->Wait().code(), absl::StatusCode::kAborted);
+  absl::Status s = (*comm)->Barrier();
+  EXPECT_EQ(s.code(), absl::StatusCode::kAborted) << s;
+  EXPECT_NE(s.message().find("AllReduce"), std::string::npos) << s;
+  EXPECT_NE(s.message().find("watchdog"), std::string::npos) << s;
 }
 
 }  // namespace
