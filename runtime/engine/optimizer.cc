@@ -89,7 +89,11 @@ void Optimizer::FusedStep() {
       if (!step.defined()) {
         step = at::full({}, static_cast<double>(st.step()), p.options().dtype(at::kFloat));
       }
-      st.step(st.step() + 1);  // the kernel increments its device copy
+      // The kernel reads state_steps but does not increment them (torch's
+      // Python AdamW does that with _foreach_add_ before the call): a count
+      // left at 0 makes the bias corrections 1 - beta^0 = 0, so the first
+      // update divides by zero and every weight becomes inf/nan.
+      st.step(st.step() + 1);
       ps.push_back(p);
       grads.push_back(p.grad());
       avgs.push_back(st.exp_avg());
@@ -98,6 +102,7 @@ void Optimizer::FusedStep() {
     }
     if (ps.empty()) continue;
     at::NoGradGuard no_grad;
+    at::_foreach_add_(steps, 1);
     at::_fused_adamw_(ps, grads, avgs, sqs, /*max_exp_avg_sqs=*/{}, steps, lr_, config_.beta1,
                       config_.beta2, g == 0 ? config_.weight_decay : 0.0, config_.eps,
                       /*amsgrad=*/false, /*maximize=*/false);

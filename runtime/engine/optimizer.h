@@ -44,6 +44,9 @@ class Optimizer {
   // per group instead of ~10 per parameter); CPU keeps torch::optim::AdamW.
   // Both implement the same update; state lives in torch::optim's map.
   void Step();
+  // The fused path alone, on any device (ATen has a CPU kernel too): tests
+  // compare it with torch::optim::AdamW on CPU.
+  void FusedStep();
   void ZeroGrad();
   const std::vector<at::Tensor>& parameters() const { return params_; }
 
@@ -56,8 +59,6 @@ class Optimizer {
   absl::Status LoadStateDict(const std::map<std::string, at::Tensor>& state);
 
  private:
-  void FusedStep();
-
   TrainingConfig config_;
   double lr_;
   std::vector<std::string> names_;
