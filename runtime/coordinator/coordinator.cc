@@ -16,6 +16,14 @@ namespace {
 // get every later persisted event.
 constexpr int64_t kSequenceGapAfterRestart = 1 << 20;
 
+// Restart placements wait two heartbeat intervals unless told otherwise:
+// long enough for every live agent to be heard from after the fault.
+recovery::RecoveryConfig RecoveryDefaults(const CoordinatorOptions& o) {
+  recovery::RecoveryConfig c = o.recovery;
+  if (c.policy.settle_micros < 0) c.policy.settle_micros = 2 * o.heartbeat_interval_ms * 1000;
+  return c;
+}
+
 bool IsActive(v1::JobState s) { return s == v1::JOB_STATE_PLACED || s == v1::JOB_STATE_RUNNING; }
 
 std::string DeviceKey(const std::string& agent_id, int index) { return agent_id + "#" + std::to_string(index); }
@@ -47,7 +55,7 @@ bool IsTerminal(v1::JobState s) {
 }
 
 Coordinator::Coordinator(StateStore* store, Clock* clock, CoordinatorOptions options)
-    : store_(store), clock_(clock), options_(std::move(options)) {}
+    : store_(store), clock_(clock), options_(std::move(options)), recovery_(RecoveryDefaults(options_)) {}
 
 absl::StatusOr<std::unique_ptr<Coordinator>> Coordinator::Create(StateStore* store, Clock* clock,
                                                                  CoordinatorOptions options) {
@@ -132,7 +140,10 @@ absl::Status Coordinator::Transition(JobEntry& entry, v1::JobState state, const 
   v1::JobStatus next = entry.status;
   next.set_state(state);
   if (!message.empty()) next.set_message(message);
-  if (IsTerminal(state)) next.set_finished_micros(clock_->NowMicros());
+  if (IsTerminal(state)) {
+    next.set_finished_micros(clock_->NowMicros());
+    recovery_.Forget(next.job_id());
+  }
   extra.push_back(StateEvent(next, message));
   spdlog::info("job {} -> {} (generation {}){}{}", next.job_id(), v1::JobState_Name(state), next.generation(),
                message.empty() ? "" : ": ", message);
@@ -324,6 +335,9 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
     if (assigned == entry.assignments.end()) continue;
     entry.reports[r.rank()] = r;
     entry.started.insert(r.rank());
+    for (const auto& ev : recovery_.OnProgress(entry.status, r.rank(), r.step(), clock_->NowMicros())) {
+      spdlog::warn("job {}: {}", r.job_id(), ev.message);
+    }
     touched.insert(r.job_id());
     valid.push_back(&r);
   }
@@ -346,7 +360,13 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
                             ? "worker rank " + std::to_string(r.rank()) + " failed to start: " + r.message()
                             : "worker rank " + std::to_string(r.rank()) + " exited with code " +
                                   std::to_string(r.exit_code());
-      Fault(entry, why, r.exit_code(), r.rank());
+      recovery::Failure f;
+      f.kind = r.state() == v1::WORKER_STATE_START_FAILED ? recovery::FailureKind::kWorkerStartFailed
+                                                           : recovery::FailureKind::kWorkerExit;
+      f.agent_id = request.agent_id();
+      f.rank = r.rank();
+      f.exit_code = r.exit_code();
+      Fault(entry, why, f);
       reschedule = true;
       continue;
     }
@@ -368,6 +388,23 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
     JobEntry& entry = jobs_[id];
     if (!IsActive(entry.status.state())) continue;
     UpdateProgress(entry);
+    // Every worker exited 0 but rank 0 stopped short of the last step: they
+    // were stopped (SIGTERM: kp-train checkpoints at a step boundary and
+    // exits 0), not done. Restart from that checkpoint.
+    auto r0 = entry.reports.find(0);
+    if (entry.done.size() == entry.assignments.size() && r0 != entry.reports.end() && r0->second.step() > 0 &&
+        r0->second.step() + 1 < entry.status.spec().steps()) {
+      recovery::Failure f;
+      f.kind = recovery::FailureKind::kWorkerExit;
+      f.agent_id = request.agent_id();
+      f.rank = 0;
+      f.exit_code = 0;
+      f.message = "stopped after step " + std::to_string(r0->second.step()) + " of " +
+                  std::to_string(entry.status.spec().steps());
+      Fault(entry, "every worker exited 0 before the last step (stopped)", f);
+      reschedule = true;
+      continue;
+    }
     if (entry.done.size() == entry.assignments.size()) {
       std::vector<v1::Assignment> none;
       absl::Status st = Transition(entry, v1::JOB_STATE_COMPLETED, "", &none);
@@ -388,41 +425,82 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
   return resp;
 }
 
-void Coordinator::Fault(JobEntry& entry, const std::string& message, int exit_code, int rank) {
+void Coordinator::Fault(JobEntry& entry, const std::string& message, const recovery::Failure& failure) {
   const v1::JobStatus& cur = entry.status;
+  const int64_t now = clock_->NowMicros();
+  recovery::Failure f = failure;
+  f.generation = cur.generation();
+  f.time_micros = now;
+  // The recovery policy decides: requeue for generation g+1 (placed by
+  // Schedule through recovery_.Place) or fail with the history of causes.
+  const recovery::Decision decision = recovery_.OnFault(cur, f, now);
+  if (decision.action == recovery::Action::kIgnore) return;
   std::vector<v1::Assignment> none;
   v1::JobEvent worker;
   worker.set_job_id(cur.job_id());
   worker.set_type(v1::EVENT_TYPE_WORKER);
   worker.set_state(cur.state());
   worker.set_generation(cur.generation());
-  worker.set_rank(rank);
-  worker.set_exit_code(exit_code);
+  worker.set_rank(failure.rank);
+  worker.set_exit_code(failure.exit_code);
   worker.set_message(message);
-  worker.set_time_micros(clock_->NowMicros());
+  worker.set_time_micros(now);
   v1::JobStatus next = cur;
-  next.set_exit_code(exit_code);
-  next.set_failed_rank(rank);
-  absl::Status st;
+  next.set_exit_code(failure.exit_code);
+  next.set_failed_rank(failure.rank);
   EndGeneration(entry);
-  if (cur.spec().elastic() && cur.restarts() < cur.spec().max_restarts()) {
+  if (decision.action == recovery::Action::kWait) {
     next.set_restarts(cur.restarts() + 1);
     next.set_state(v1::JOB_STATE_QUEUED);
-    next.set_message("requeued after: " + message);
-    spdlog::warn("job {}: {}; requeued (restart {} of {})", cur.job_id(), message, next.restarts(),
-                 cur.spec().max_restarts());
+    next.set_message("requeued after: " + message + " (" + decision.reason.substr(0, decision.reason.find(" after ")) +
+                     ")");
+    spdlog::warn("job {}: {}; {}", cur.job_id(), message, decision.reason);
   } else {
     next.set_state(v1::JOB_STATE_FAILED);
-    next.set_message(message);
-    next.set_finished_micros(clock_->NowMicros());
-    spdlog::warn("job {} failed: {}", cur.job_id(), message);
+    next.set_message(message + "; " + decision.reason);
+    next.set_finished_micros(now);
+    recovery_.Forget(cur.job_id());
+    spdlog::warn("job {} failed: {}", cur.job_id(), decision.reason);
   }
-  st = Commit(entry, next, &none, {worker, StateEvent(next, next.message())});
+  absl::Status st = Commit(entry, next, &none, {worker, StateEvent(next, next.message())});
   if (!st.ok()) spdlog::error("persisting the fault of job {}: {}", cur.job_id(), st.ToString());
 }
 
+std::vector<FreeDevices> Coordinator::FreeForRestart(const v1::JobSpec& spec, const std::set<std::string>& used,
+                                                     int64_t since_micros) {
+  // The kind TryPlace would pick: GPUs when the cluster has enough of them
+  // (or has any and the job may not fall back), else CPU slots.
+  std::vector<FreeDevices> cuda, cpu;
+  size_t cuda_free = 0, cuda_total = 0;
+  for (const auto& [id, a] : agents_) {
+    // A dead node's agent may not be declared lost yet: it has not been
+    // heard from since the fault.
+    if (a.status.state() != v1::AGENT_STATE_ALIVE || a.last_seen_micros < since_micros) continue;
+    FreeDevices fc{id, {}}, fp{id, {}};
+    for (const auto& d : a.status.info().devices()) {
+      if (used.count(DeviceKey(id, d.index()))) {
+        cuda_total += d.kind() == v1::DEVICE_KIND_CUDA;
+        continue;
+      }
+      if (d.kind() == v1::DEVICE_KIND_CUDA) {
+        ++cuda_total;
+        ++cuda_free;
+        fc.devices.push_back(d);
+      } else if (d.kind() == v1::DEVICE_KIND_CPU) {
+        fp.devices.push_back(d);
+      }
+    }
+    if (!fc.devices.empty()) cuda.push_back(std::move(fc));
+    if (!fp.devices.empty()) cpu.push_back(std::move(fp));
+  }
+  const size_t world = static_cast<size_t>(spec.dp()) * spec.cp();
+  if (cuda_total == 0 || (spec.cpu_fallback() && cuda_free < world)) return cpu;
+  return cuda;
+}
+
 std::optional<std::vector<v1::Assignment>> Coordinator::TryPlace(const JobEntry& entry,
-                                                                  const std::set<std::string>& used) {
+                                                                  const std::set<std::string>& used,
+                                                                  const std::vector<Slot>* given) {
   const v1::JobSpec& spec = entry.status.spec();
   auto free_of = [&](v1::DeviceKind kind, size_t* total_of_kind) {
     std::vector<FreeDevices> free;
@@ -442,10 +520,16 @@ std::optional<std::vector<v1::Assignment>> Coordinator::TryPlace(const JobEntry&
   auto cuda_free = free_of(v1::DEVICE_KIND_CUDA, &cuda_total);
   auto cpu_free = free_of(v1::DEVICE_KIND_CPU, &cpu_total);
   v1::DeviceKind kind = v1::DEVICE_KIND_CUDA;
-  auto slots = PlaceRanks(spec.dp(), spec.cp(), cuda_free);
-  if (!slots && (spec.cpu_fallback() || cuda_total == 0)) {
-    kind = v1::DEVICE_KIND_CPU;
-    slots = PlaceRanks(spec.dp(), spec.cp(), cpu_free);
+  std::optional<std::vector<Slot>> slots;
+  if (given != nullptr && !given->empty()) {
+    slots = *given;
+    kind = given->front().device.kind();
+  } else {
+    slots = PlaceRanks(spec.dp(), spec.cp(), cuda_free);
+    if (!slots && (spec.cpu_fallback() || cuda_total == 0)) {
+      kind = v1::DEVICE_KIND_CPU;
+      slots = PlaceRanks(spec.dp(), spec.cp(), cpu_free);
+    }
   }
   if (!slots) return std::nullopt;
 
@@ -485,7 +569,9 @@ std::optional<std::vector<v1::Assignment>> Coordinator::TryPlace(const JobEntry&
     a.set_checkpoint_dir(spec.checkpoint().dir());
     a.set_checkpoint_every_steps(spec.checkpoint().every_steps());
     a.set_checkpoint_keep_last(spec.checkpoint().keep_last());
-    a.set_resume(spec.checkpoint().resume() || (generation > 1 && !spec.checkpoint().dir().empty()));
+    // A new generation after a fault continues from the newest complete
+    // checkpoint (none yet: the worker starts at step 0).
+    a.set_resume(spec.checkpoint().resume() || generation > 1);
     a.set_precision(spec.precision());
     a.set_cp_mode(spec.cp_mode());
     out.push_back(std::move(a));
@@ -514,7 +600,32 @@ void Coordinator::Schedule() {
     if (a.status.state() == v1::AGENT_STATE_ALIVE) capacity += a.status.info().devices_size();
   }
   for (JobEntry* e : queue) {
-    auto placed = TryPlace(*e, used);
+    std::optional<std::vector<v1::Assignment>> placed;
+    if (recovery_.Waiting(e->status.job_id())) {
+      // Generation g+1 after a fault: the recovery policy picks the devices
+      // (full size, elastic shrink, or wait until the replacement deadline).
+      const int64_t since = recovery_.WaitingSince(e->status.job_id()).value_or(0);
+      recovery::Decision d =
+          recovery_.Place(e->status, FreeForRestart(e->status.spec(), used, since), clock_->NowMicros());
+      if (d.action == recovery::Action::kWait) continue;
+      absl::StatusOr<v1::JobSpec> spec = d.action == recovery::Action::kRestart
+                                             ? recovery::SpecFor(e->status.spec(), d)
+                                             : absl::StatusOr<v1::JobSpec>(e->status.spec());
+      if (d.action == recovery::Action::kFail || !spec.ok()) {
+        std::vector<v1::Assignment> none;
+        const std::string why = d.action == recovery::Action::kFail ? d.reason : std::string(spec.status().message());
+        absl::Status st = Transition(*e, v1::JOB_STATE_FAILED, why, &none);
+        if (!st.ok()) spdlog::error("job {}: {}", e->status.job_id(), st.ToString());
+        continue;
+      }
+      if (spec->dp() != e->status.spec().dp()) {
+        spdlog::warn("job {}: {}", e->status.job_id(), d.reason);
+        *e->status.mutable_spec() = *spec;  // persisted with the placement below
+      }
+      placed = TryPlace(*e, used, &d.slots);
+    } else {
+      placed = TryPlace(*e, used);
+    }
     if (!placed) {
       // Strict priority: a job that fits the cluster blocks the ones behind
       // it, so small jobs cannot starve a big one. A job larger than every
@@ -536,6 +647,9 @@ void Coordinator::Schedule() {
       if (where.size() < 200) where += " " + std::to_string(a.rank()) + "@" + a.agent_id() + ":" + std::to_string(a.device_index());
     }
     absl::Status st = Commit(*e, next, &*placed, {StateEvent(next, "ranks:" + where)});
+    std::map<int, std::string> devices;
+    for (const auto& a : *placed) devices[a.rank()] = DeviceKey(a.agent_id(), a.device_index());
+    recovery_.OnPlaced(next, devices);
     if (!st.ok()) {
       spdlog::error("persisting the placement of job {}: {}", next.job_id(), st.ToString());
       return;
@@ -560,7 +674,12 @@ void Coordinator::Tick() {
       if (!IsActive(e.status.state())) continue;
       for (const auto& as : e.assignments) {
         if (as.agent_id() != id) continue;
-        Fault(e, "agent " + id + " lost (no heartbeat)", -1, as.rank());
+        recovery::Failure f;
+        f.kind = recovery::FailureKind::kAgentLost;
+        f.agent_id = id;
+        f.rank = as.rank();
+        f.exit_code = -1;
+        Fault(e, "agent " + id + " lost (no heartbeat)", f);
         break;
       }
     }
@@ -615,6 +734,7 @@ std::string Coordinator::PrometheusText() {
           << "\"} " << m.get(e.status.progress()) << "\n";
     }
   }
+  out << recovery_.PrometheusText();
   return out.str();
 }
 

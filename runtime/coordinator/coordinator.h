@@ -31,6 +31,8 @@
 #include "runtime/common/clock.h"
 #include "runtime/common/status.h"
 #include "runtime/coordinator/kv_store.h"
+#include "runtime/coordinator/recovery/recovery_set.h"
+#include "runtime/coordinator/scheduler.h"
 #include "runtime/coordinator/spec_validation.h"
 #include "runtime/coordinator/state_store.h"
 
@@ -43,6 +45,9 @@ struct CoordinatorOptions {
   int64_t heartbeat_timeout_micros = 10'000'000;
   // Where workers reach the Rendezvous service (host:port).
   std::string advertised_address;
+  // After a fault: restarts, replacement deadline, elastic shrink,
+  // stragglers (runtime/coordinator/recovery/recovery_set.h).
+  recovery::RecoveryConfig recovery;
 };
 
 struct WatchBatch {
@@ -111,10 +116,16 @@ class Coordinator {
   v1::JobEvent StateEvent(const v1::JobStatus& next, const std::string& message);
   absl::Status Transition(JobEntry& entry, v1::JobState state, const std::string& message,
                           const std::vector<v1::Assignment>* assignments, std::vector<v1::JobEvent> extra = {});
-  void Fault(JobEntry& entry, const std::string& message, int exit_code, int rank);
+  void Fault(JobEntry& entry, const std::string& message, const recovery::Failure& failure);
   void EndGeneration(JobEntry& entry);
   void Schedule();
-  std::optional<std::vector<v1::Assignment>> TryPlace(const JobEntry& entry, const std::set<std::string>& used);
+  // `slots` (a restart placement chosen by the recovery policy) replaces
+  // the scheduler's choice when given.
+  std::optional<std::vector<v1::Assignment>> TryPlace(const JobEntry& entry, const std::set<std::string>& used,
+                                                      const std::vector<Slot>* slots = nullptr);
+  // Free devices for a restart, of agents heard from since `since_micros`.
+  std::vector<FreeDevices> FreeForRestart(const v1::JobSpec& spec, const std::set<std::string>& used,
+                                          int64_t since_micros);
   void UpdateProgress(JobEntry& entry);
   std::string RendezvousPrefix(const v1::JobStatus& job) const;
 
@@ -122,6 +133,7 @@ class Coordinator {
   Clock* clock_;
   CoordinatorOptions options_;
   KvStore kv_;
+  recovery::RecoverySet recovery_;
 
   std::mutex mu_;
   std::condition_variable events_cv_;

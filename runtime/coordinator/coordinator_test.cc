@@ -171,6 +171,11 @@ TEST_F(CoordinatorTest, ElasticJobIsReplacedAsANewGeneration) {
   auto as = Beat("n1");
   ASSERT_EQ(as.size(), 1u);
   Beat("n1", {Report(as[0], v1::WORKER_STATE_EXITED, 3)});
+  // Generation 2 is placed after the restart settle period (two heartbeat
+  // intervals), on agents heard from since the fault.
+  clock_.Advance(2'000'001);
+  Beat("n1");
+  c_->Tick();
   auto as2 = Beat("n1");
   ASSERT_EQ(as2.size(), 1u);
   EXPECT_EQ(as2[0].generation(), 2);

@@ -19,6 +19,9 @@ int main(int argc, char** argv) {
   int64_t heartbeat_timeout_ms = 10000, heartbeat_interval_ms = 1000;
   kp::coordinator::SpecRoots roots;
   std::string advertise;
+  int64_t replacement_deadline_ms = 120000;
+  int default_max_restarts = 0;
+  kp::coordinator::recovery::RecoveryConfig recovery;
   app.add_option("--listen", listen, "host:port for gRPC (port 0 = any)")->capture_default_str();
   app.add_option("--db", db, "SQLite state database (WAL mode)")->capture_default_str();
   app.add_option("--token_file", token_file, "file holding the bearer token clients must send")->required();
@@ -32,6 +35,17 @@ int main(int argc, char** argv) {
   app.add_option("--data_root", roots.data_root, "data_path of a spec is relative to this");
   app.add_option("--checkpoint_root", roots.checkpoint_root, "checkpoint.dir of a spec is relative to this");
   app.add_option("--advertise", advertise, "host:port workers use to reach the rendezvous service");
+  app.add_option("--replacement_deadline_ms", replacement_deadline_ms,
+                 "after a fault, how long a job waits for devices before it fails")
+      ->capture_default_str();
+  app.add_option("--default_max_restarts", default_max_restarts, "restarts of a job whose spec says 0")
+      ->capture_default_str();
+  app.add_option("--straggler_factor", recovery.straggler.factor, "straggler: slower than this x the median")
+      ->capture_default_str();
+  app.add_option("--straggler_window", recovery.straggler.window, "straggler: step times per verdict")
+      ->capture_default_str();
+  app.add_flag("--exclude_stragglers", recovery.exclude_stragglers,
+               "a flagged straggler's device is not used by the job's next generation");
   app.add_option("--log_level", log_level)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -58,6 +72,9 @@ int main(int argc, char** argv) {
   options.roots = roots;
   options.heartbeat_timeout_micros = heartbeat_timeout_ms * 1000;
   options.heartbeat_interval_ms = heartbeat_interval_ms;
+  recovery.policy.replacement_deadline_micros = replacement_deadline_ms * 1000;
+  recovery.policy.default_max_restarts = default_max_restarts;
+  options.recovery = recovery;
   options.advertised_address = advertise;
   auto coordinator = kp::coordinator::Coordinator::Create(store->get(), &clock, options);
   if (!coordinator.ok()) {
