@@ -12,10 +12,12 @@
 #include "absl/strings/str_format.h"
 #include "runtime/engine/log.h"
 #include "runtime/worker/fault/exit_codes.h"
+#include "runtime/worker/fault/parent_death.h"
 #include "runtime/worker/fault/stop_signal.h"
 #include "runtime/worker/run_training.h"
 
 int main(int argc, char** argv) {
+  const pid_t parent_at_start = getppid();  // the agent, when started by one
   // First, before any thread exists: SIGTERM/SIGINT become a stop request
   // the loop honours at the next step boundary (with a checkpoint).
   kp::worker::fault::StopSignal stop_signal(kp::worker::fault::StopSignal::Options{});
@@ -39,6 +41,7 @@ int main(int argc, char** argv) {
   app.add_option("--rendezvous", o.rendezvous, "shared directory for the ranks' file store");
   app.add_option("--metrics_jsonl", o.metrics_jsonl, "per-step JSON lines (default run_dir/metrics.jsonl)");
   app.add_flag("--resume", o.resume, "continue from the newest complete checkpoint in run_dir");
+  app.add_option("--comm_timeout_ms", o.comm_timeout_ms, "collective timeout (0: the backend's default)");
   app.add_option("--threads", o.threads, "CPU intra-op threads (default 1; 0: one per core)");
   try {
     app.parse(argc, argv);
@@ -47,6 +50,13 @@ int main(int argc, char** argv) {
     return app.exit(e) == 0 ? 0 : kp::worker::fault::kExitBadConfig;
   }
   kp::engine::InitProcessLogging("kp-train", o.world_size > 1 ? o.rank : -1);
+  // Started by kp-agent: SIGTERM (a clean stop) when the agent dies, rather
+  // than training on as an orphan beside the next generation.
+  if (std::getenv("KP_JOB_ID") != nullptr) {
+    if (absl::Status st = kp::worker::fault::SignalWhenParentDies(SIGTERM, parent_at_start); !st.ok()) {
+      kp::engine::LogError(st.ToString());
+    }
+  }
   if (steps > 0) o.steps = steps;
 
   kp::engine::ParseOptions parse;

@@ -20,6 +20,7 @@
 #include "runtime/engine/device.h"
 #include "runtime/engine/log.h"
 #include "runtime/fp8/device_check.h"
+#include "runtime/worker/fault/hang_guard.h"
 #include "runtime/worker/fault/step_boundary_stop.h"
 #include "runtime/fp8/fp8_linear.h"
 #include "runtime/parallel/cp_engine_attention.h"
@@ -254,6 +255,7 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
       store = std::make_unique<comm::FileStore>(options.rendezvous);
       comm::CommOptions co;
       co.cuda_device = device.is_cuda() ? device.index() : -1;
+      if (options.comm_timeout_ms > 0) co.timeout = std::chrono::milliseconds(options.comm_timeout_ms);
       KP_ASSIGN_OR_RETURN(owned_comm, comm::CreateCommunicator(device.is_cuda() ? "nccl" : "gloo",
                                                                options.rank, options.world_size,
                                                                *store, co));
@@ -261,6 +263,11 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     }
     world_comm = comm;
   }
+  // The watchdog aborts a collective stuck past its timeout (the run then
+  // ends with DEADLINE_EXCEEDED -> exit 75); if the process cannot return,
+  // the guard flushes the logs and exits 75 itself.
+  std::unique_ptr<fault::HangGuard> hang_guard;
+  if (owned_comm) hang_guard = std::make_unique<fault::HangGuard>(owned_comm.get());
   std::unique_ptr<comm::Communicator> cp_comm;
   std::shared_ptr<engine::Attention> attention = engine::MakeLocalAttention();
   if (cp > 1) {

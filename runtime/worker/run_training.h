@@ -43,6 +43,10 @@ struct RunOptions {
   // checkpoint; the run then returns CANCELLED (fault/step_boundary_stop.h).
   // kp-train points it at its SIGTERM handler's flag.
   const std::atomic<bool>* stop_flag = nullptr;
+  // Timeout of every collective of the communicator formed here (a hung
+  // peer ends the run with DEADLINE_EXCEEDED, exit code 75); 0: the
+  // backend's default (5 minutes).
+  int64_t comm_timeout_ms = 0;
   // Linear implementations by precision; null: fp32 + bf16 dense.
   const engine::LinearRegistry* linear_registry = nullptr;
   // An already-formed data-parallel group (in-process tests with the fake
