@@ -7,11 +7,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <thread>
+
+#include <regex>
 
 #include <nlohmann/json.hpp>
 
@@ -83,13 +86,12 @@ absl::Status Cluster::Start() {
   std::ofstream(dir_ + "/token") << kToken << "\n";
   std::filesystem::create_directories(dir_ + "/checkpoints");
   address_ = "127.0.0.1:" + std::to_string(FreePort());
-  coordinator_ = std::make_unique<Daemon>(
-      std::vector<std::string>{Runfile("runtime/coordinator/kp-coordinator"), "--listen", address_, "--db",
-                               dir_ + "/state.db", "--token_file", dir_ + "/token", "--metrics_port", "-1",
-                               "--heartbeat_interval_ms", std::to_string(options_.heartbeat_interval_ms),
-                               "--heartbeat_timeout_ms", std::to_string(options_.heartbeat_timeout_ms),
-                               "--checkpoint_root", dir_ + "/checkpoints"},
-      dir_ + "/coordinator.log");
+  coordinator_argv_ = {Runfile("runtime/coordinator/kp-coordinator"), "--listen", address_, "--db",
+                       dir_ + "/state.db", "--token_file", dir_ + "/token", "--metrics_port", "-1",
+                       "--heartbeat_interval_ms", std::to_string(options_.heartbeat_interval_ms),
+                       "--heartbeat_timeout_ms", std::to_string(options_.heartbeat_timeout_ms),
+                       "--checkpoint_root", dir_ + "/checkpoints"};
+  coordinator_ = std::make_unique<Daemon>(coordinator_argv_, dir_ + "/coordinator.log");
   KP_RETURN_IF_ERROR(coordinator_->Start());
   KP_ASSIGN_OR_RETURN(client_, launcher::CoordinatorClient::Connect({address_, kToken, "", 5000, true}));
   bool up = false;
@@ -119,6 +121,7 @@ absl::Status Cluster::Start() {
     for (const auto& a : options_.extra_worker_args) {
       argv.push_back("--worker_arg=" + a);
     }
+    agent_argv_.push_back(argv);
     agents_.push_back(std::make_unique<Daemon>(argv, dir_ + "/agent-" + std::to_string(i) + ".log"));
     KP_RETURN_IF_ERROR(agents_.back()->Start());
   }
@@ -129,6 +132,21 @@ absl::Status Cluster::Start() {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return absl::UnavailableError("agents did not register; see " + dir_ + "/agent-*.log");
+}
+
+absl::Status Cluster::RestartAgent(int i) {
+  agents_[i] = std::make_unique<Daemon>(agent_argv_[i], dir_ + "/agent-" + std::to_string(i) + ".log");
+  return agents_[i]->Start();
+}
+
+absl::Status Cluster::RestartCoordinator() {
+  coordinator_ = std::make_unique<Daemon>(coordinator_argv_, dir_ + "/coordinator.log");
+  KP_RETURN_IF_ERROR(coordinator_->Start());
+  for (int i = 0; i < 200; ++i) {
+    if (client_->List().ok()) return absl::OkStatus();
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return absl::UnavailableError("kp-coordinator did not come back; see " + coordinator_->log());
 }
 
 std::optional<int> FindWorkerPid(const std::string& run_dir, int64_t generation, int rank) {
@@ -167,6 +185,119 @@ std::string ReadFile(const std::string& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
+}
+
+}  // namespace kp::ft
+
+namespace kp::ft {
+
+v1::JobStatus WaitFor(Cluster& c, const std::string& id, int timeout_s,
+                      const std::function<bool(const v1::JobStatus&)>& done) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  v1::JobStatus st;
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto s = c.client().Get(id);
+    if (s.ok()) {
+      st = *s;
+      if (done(st)) return st;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return st;
+}
+
+bool Ended(const v1::JobStatus& s) {
+  return s.state() == v1::JOB_STATE_COMPLETED || s.state() == v1::JOB_STATE_FAILED ||
+         s.state() == v1::JOB_STATE_CANCELLED;
+}
+
+std::string RunDir(Cluster& c, const v1::JobStatus& job) {
+  return c.run_root() + "/" + job.spec().name() + "-" + job.job_id();
+}
+
+std::string Logs(Cluster& c, const std::string& run_dir) {
+  std::string out = "coordinator:\n" + ReadFile(c.coordinator().log());
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator(c.dir(), ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("agent-", 0) == 0) out += "\n" + name + ":\n" + ReadFile(e.path().string());
+  }
+  for (const auto& e : std::filesystem::directory_iterator(run_dir + "/logs", ec)) {
+    out += "\n--- " + e.path().filename().string() + ":\n" + ReadFile(e.path().string());
+  }
+  return out;
+}
+
+bool WaitForStep(const std::string& run_dir, int64_t generation, int64_t step, int timeout_s) {
+  const std::string metrics = run_dir + "/metrics/g" + std::to_string(generation) + ".rank0.jsonl";
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(timeout_s);
+  while (std::chrono::steady_clock::now() < deadline) {
+    auto losses = ReadLosses(metrics);
+    if (!losses.empty() && losses.rbegin()->first >= step) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+Lineage ReadLineage(const std::string& run_dir, int64_t generations) {
+  Lineage out;
+  std::vector<std::map<int64_t, double>> gens;
+  for (int64_t g = 1; g <= generations; ++g) {
+    gens.push_back(ReadLosses(run_dir + "/metrics/g" + std::to_string(g) + ".rank0.jsonl"));
+    if (g == 1) continue;
+    const std::string tag = run_dir + "/logs/g" + std::to_string(g) + ".rank0";
+    const std::string log = ReadFile(tag + ".out") + ReadFile(tag + ".err");
+    std::smatch m;
+    if (!std::regex_search(log, m, std::regex("resumed from \\S+ at step (\\d+)"))) {
+      out.error = "generation " + std::to_string(g) + " did not resume from a checkpoint:\n" + log;
+      return out;
+    }
+    out.resumed_at.push_back(std::stoll(m[1]));
+  }
+  for (size_t i = 0; i < gens.size(); ++i) {
+    const int64_t until = i < out.resumed_at.size() ? out.resumed_at[i] : INT64_MAX;
+    for (const auto& [s, loss] : gens[i]) {
+      if (s < until) out.losses[s] = loss;
+    }
+  }
+  return out;
+}
+
+SampleCount CountSamples(const Lineage& lineage, int64_t steps, int64_t global_batch) {
+  std::vector<int> uses(steps * global_batch, 0);
+  for (const auto& [s, loss] : lineage.losses) {
+    for (int64_t g = s * global_batch; g < (s + 1) * global_batch && g < static_cast<int64_t>(uses.size()); ++g) {
+      ++uses[g];
+    }
+  }
+  SampleCount c;
+  for (int u : uses) {
+    c.lost += u == 0;
+    c.repeated += u > 1;
+  }
+  return c;
+}
+
+std::map<std::string, std::vector<float>> ReadF32Tensors(const std::string& path) {
+  std::map<std::string, std::vector<float>> out;
+  std::ifstream in(path, std::ios::binary);
+  uint64_t header_len = 0;
+  if (!in.read(reinterpret_cast<char*>(&header_len), 8) || header_len > (64u << 20)) return {};
+  std::string header(header_len, '\0');
+  if (!in.read(header.data(), static_cast<std::streamsize>(header_len))) return {};
+  auto j = nlohmann::json::parse(header, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return {};
+  std::string data((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    if (it.key() == "__metadata__" || !it->is_object() || it->value("dtype", "") != "F32") continue;
+    const auto& off = (*it)["data_offsets"];
+    const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
+    if (e < b || e > data.size() || (e - b) % 4 != 0) return {};
+    std::vector<float> v((e - b) / 4);
+    std::memcpy(v.data(), data.data() + b, e - b);
+    out[it.key()] = std::move(v);
+  }
+  return out;
 }
 
 }  // namespace kp::ft

@@ -5,6 +5,7 @@
 #ifndef KP_TESTS_FAULT_TOLERANCE_FT_CLUSTER_H_
 #define KP_TESTS_FAULT_TOLERANCE_FT_CLUSTER_H_
 
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -60,6 +61,10 @@ class Cluster {
   // it the checkpoints, is common to every rank, as on a shared filesystem).
   std::string run_root() const { return dir_ + "/runs"; }
   Daemon& agent(int i) { return *agents_[i]; }
+  // Starts agent i again (same --agent_id), e.g. after killing it.
+  absl::Status RestartAgent(int i);
+  // Starts the coordinator again on the same address and database.
+  absl::Status RestartCoordinator();
   Daemon& coordinator() { return *coordinator_; }
 
  private:
@@ -68,8 +73,21 @@ class Cluster {
   std::string address_;
   std::unique_ptr<Daemon> coordinator_;
   std::vector<std::unique_ptr<Daemon>> agents_;
+  std::vector<std::vector<std::string>> agent_argv_;
+  std::vector<std::string> coordinator_argv_;
   std::unique_ptr<launcher::CoordinatorClient> client_;
 };
+
+// Polls the job until `done` holds or `timeout_s` passes; returns the last status.
+v1::JobStatus WaitFor(Cluster& c, const std::string& id, int timeout_s,
+                      const std::function<bool(const v1::JobStatus&)>& done);
+bool Ended(const v1::JobStatus& s);
+// <run_root>/<name>-<job id>.
+std::string RunDir(Cluster& c, const v1::JobStatus& job);
+// The daemons' logs and the job's worker logs, for failure messages.
+std::string Logs(Cluster& c, const std::string& run_dir);
+// Waits until rank 0's metrics of `generation` reach `step`; false on timeout.
+bool WaitForStep(const std::string& run_dir, int64_t generation, int64_t step, int timeout_s);
 
 // The pid of the kp-train process of (run directory, generation, rank), if
 // one runs now: found by its command line in /proc.
@@ -78,6 +96,28 @@ std::optional<int> FindWorkerPid(const std::string& run_dir, int64_t generation,
 // step -> loss from a worker's metrics JSON lines (rank 0 writes them).
 std::map<int64_t, double> ReadLosses(const std::string& metrics_jsonl);
 std::string ReadFile(const std::string& path);
+
+// The steps that made the final model of a run that restarted: generation 1
+// up to where generation 2 resumed ("resumed from ... at step N" in its
+// rank-0 log), generation 2 up to where 3 resumed, and so on.
+struct Lineage {
+  std::map<int64_t, double> losses;  // step -> loss, from the generation that counts
+  std::vector<int64_t> resumed_at;   // per generation >= 2
+  std::string error;                 // non-empty when a log or metrics file is missing
+};
+Lineage ReadLineage(const std::string& run_dir, int64_t generations);
+
+// Global sample indices [0, steps * global_batch) consumed by `lineage`:
+// how many were never consumed and how many more than once.
+struct SampleCount {
+  int64_t lost = 0;
+  int64_t repeated = 0;
+};
+SampleCount CountSamples(const Lineage& lineage, int64_t steps, int64_t global_batch);
+
+// The F32 tensors of a safetensors file (the checkpoint's model part), by
+// name; empty on any error (other dtypes are skipped).
+std::map<std::string, std::vector<float>> ReadF32Tensors(const std::string& path);
 
 }  // namespace kp::ft
 

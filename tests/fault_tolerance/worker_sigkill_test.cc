@@ -23,7 +23,7 @@ namespace {
 
 using Steady = std::chrono::steady_clock;
 
-constexpr int kSteps = 40;
+constexpr int kSteps = 80;
 constexpr int kCheckpointEvery = 5;
 constexpr int kMicroBatch = 4;
 constexpr int kDp = 2;
@@ -79,10 +79,6 @@ v1::JobSpec Spec(const std::string& name) {
   return s;
 }
 
-std::string RunDir(Cluster& c, const v1::JobStatus& job) {
-  return c.run_root() + "/" + job.spec().name() + "-" + job.job_id();
-}
-
 v1::JobStatus WaitForEnd(Cluster& c, const std::string& id, int timeout_s) {
   const auto deadline = Steady::now() + std::chrono::seconds(timeout_s);
   v1::JobStatus st;
@@ -98,15 +94,6 @@ v1::JobStatus WaitForEnd(Cluster& c, const std::string& id, int timeout_s) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   return st;
-}
-
-std::string Logs(Cluster& c, const std::string& run_dir) {
-  std::string out = "coordinator:\n" + ReadFile(c.coordinator().log()) + "\nagent:\n" + ReadFile(c.agent(0).log());
-  std::error_code ec;
-  for (const auto& e : std::filesystem::directory_iterator(run_dir + "/logs", ec)) {
-    out += "\n--- " + e.path().filename().string() + ":\n" + ReadFile(e.path().string());
-  }
-  return out;
 }
 
 TEST(FaultTolerance, WorkerSigkillRecoversWithNoSampleLostOrRepeated) {
