@@ -34,8 +34,8 @@ void Watchdog::Unwatch(Communicator* comm) {
 }
 
 int Watchdog::aborted_count() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return aborted_;
+  // Lock-free: the watchdog thread holds mu_ for as long as Abort() takes.
+  return aborted_.load();
 }
 
 void Watchdog::Loop() {
@@ -61,9 +61,9 @@ void Watchdog::CheckOnceLocked() {
         age.count(), " ms, over the timeout of ", c->timeout().count(),
         " ms: the watchdog aborted the communicator"));
     LogError(std::string(reason.message()));
-    c->Abort(reason);
     already_aborted_.push_back(c);
     ++aborted_;
+    c->Abort(reason);
   }
 }
 

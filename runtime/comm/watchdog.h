@@ -9,6 +9,7 @@
 #ifndef KP_RUNTIME_COMM_WATCHDOG_H_
 #define KP_RUNTIME_COMM_WATCHDOG_H_
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
@@ -37,7 +38,10 @@ class Watchdog {
   void Watch(Communicator* comm);
   void Unwatch(Communicator* comm);
 
-  // How many communicators this watchdog aborted.
+  // How many communicators this watchdog has started to abort. Counted
+  // before Abort() runs: ncclCommAbort can block until the communicator's
+  // stream drains (seen on an H100 with a stream held by a host callback),
+  // and the decision, not the teardown, is what the timeout bounds.
   int aborted_count() const;
 
   // Unwatches on destruction.
@@ -63,7 +67,7 @@ class Watchdog {
   bool stop_ = false;
   std::vector<Communicator*> watched_;
   std::vector<Communicator*> already_aborted_;
-  int aborted_ = 0;
+  std::atomic<int> aborted_{0};
   std::thread thread_;
 };
 

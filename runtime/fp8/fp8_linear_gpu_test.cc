@@ -161,11 +161,17 @@ TEST(Fp8LinearGpu, MatchesCpuEmulationAcrossSteps) {
       const at::Tensor yg = gl->Forward(xg);
       const at::Tensor yc = cl->Forward(xc);
       EXPECT_TRUE(at::equal(gl->state().scale.cpu(), cl->state().scale));
-      EXPECT_LT(RelFro(yg, yc), 1e-5);
+      // Casts, scales, histories and underflow counts must match bitwise; the
+      // GEMMs may not: Hopper's FP8 tensor cores accumulate with fewer bits
+      // than the CPU's fp32 (measured on an H100: 3.5e-4 forward and dX,
+      // 6e-5 dW, against 1e-5 before). 2e-3 still catches a wrong scale or
+      // layout (errors of order 1).
+      constexpr double kGemmTol = 2e-3;
+      EXPECT_LT(RelFro(yg, yc), kGemmTol);
       const auto gg = torch::autograd::grad({yg}, {xg, gl->weight()}, {gy.to(at::kCUDA)});
       const auto gc = torch::autograd::grad({yc}, {xc, cl->weight()}, {gy});
-      EXPECT_LT(RelFro(gg[0], gc[0]), 1e-5);
-      EXPECT_LT(RelFro(gg[1], gc[1]), 1e-5);
+      EXPECT_LT(RelFro(gg[0], gc[0]), kGemmTol);
+      EXPECT_LT(RelFro(gg[1], gc[1]), kGemmTol);
       EXPECT_TRUE(at::equal(gl->state().amax_history.cpu(), cl->state().amax_history));
       EXPECT_TRUE(at::equal(gl->state().underflow.cpu(), cl->state().underflow));
     }
