@@ -23,7 +23,13 @@ def main():
         for line in open(path, errors="replace"):
             if line.startswith("RESULT "):
                 r = json.loads(line[len("RESULT "):])
-                entry = {"name": r.pop("name")}
+                # The project's result schema: the headline value is the time
+                # from the fault to training again (resume_s); samples lost or
+                # repeated and steps lost ride along.
+                resume = r.get("resume_s")
+                entry = {"name": r.pop("name"), "value": resume,
+                         "unit": "s (fault to training resumed)" if resume is not None else None,
+                         "baseline_name": None, "baseline": None, "ratio": None}
                 for f in FIELDS:
                     entry[f] = r.pop(f, None)
                 entry.update(r)  # extra details (notes, steps)
