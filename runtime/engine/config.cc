@@ -30,6 +30,12 @@ class Section {
 
   bool Has(const std::string& key) const { return node_ && node_.IsMap() && node_[key]; }
 
+  // The subtree as YAML text, for a section another library validates.
+  std::string Raw(const std::string& key) {
+    seen_.insert(key);
+    return Has(key) ? YAML::Dump(node_[key]) : std::string();
+  }
+
   Section Sub(const std::string& key) {
     seen_.insert(key);
     return Section(Has(key) ? node_[key] : YAML::Node(), Field(key), source_);
@@ -331,6 +337,9 @@ absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::stri
   }
   KP_RETURN_IF_ERROR(ParseParallel(top.Sub("parallel"), &c.parallel));
   KP_RETURN_IF_ERROR(ParseData(top.Sub("data"), &c.data));
+  // The FP8 library owns its section's schema (runtime/fp8/options_yaml.h);
+  // the worker parses it where FP8 is linked, with the same unknown-key rule.
+  c.fp8_yaml = top.Raw("fp8");
   KP_RETURN_IF_ERROR(top.CheckNoUnknown());
   KP_RETURN_IF_ERROR(ValidateConfig(c));
   return c;

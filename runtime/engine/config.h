@@ -97,6 +97,9 @@ struct Config {
   Precision precision = Precision::kFp32;
   ParallelConfig parallel;
   DataConfig data;
+  // The optional `fp8:` section as YAML text (recipe, amax history, margin,
+  // allow_fallback, autotune...), parsed by runtime/fp8 in the worker.
+  std::string fp8_yaml;
   std::string source;  // the file (or label) it was parsed from
 };
 

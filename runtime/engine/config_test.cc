@@ -40,6 +40,16 @@ TEST(ConfigTest, ParsesMinimalWithDefaults) {
   EXPECT_EQ(c->data.corpus, DataConfig::Corpus::kBuiltin);
 }
 
+TEST(ConfigTest, KeepsTheFp8SectionForTheFp8Library) {
+  auto c = ParseConfig(std::string(kMinimal) + "fp8:\n  recipe: current\n  allow_fallback: true\n",
+                       "test.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_NE(c->fp8_yaml.find("allow_fallback: true"), std::string::npos) << c->fp8_yaml;
+  auto plain = ParseConfig(kMinimal, "test.yaml");
+  ASSERT_TRUE(plain.ok());
+  EXPECT_TRUE(plain->fp8_yaml.empty());
+}
+
 TEST(ConfigTest, UnknownFieldNamesFieldAndFile) {
   std::string msg = ErrorOf(std::string(kMinimal) + "  learning_rate: 0.1\n");
   EXPECT_NE(msg.find("training.learning_rate"), std::string::npos) << msg;

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <yaml-cpp/yaml.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -23,6 +24,7 @@
 #include "runtime/worker/fault/hang_guard.h"
 #include "runtime/worker/fault/step_boundary_stop.h"
 #include "runtime/fp8/fp8_linear.h"
+#include "runtime/fp8/options_yaml.h"
 #include "runtime/parallel/cp_engine_attention.h"
 #include "runtime/parallel/data_parallel.h"
 #include "runtime/parallel/mode_select.h"
@@ -221,7 +223,21 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   std::shared_ptr<fp8::Fp8Session> fp8_session;
   if (config.precision == engine::Precision::kFp8 && !registry.Has("fp8")) {
     fp8::Fp8Options fo;
-    fo.tokens = t.micro_batch * t.seq_len / cp;  // M of every projection GEMM
+    bool autotune = true;
+    if (!config.fp8_yaml.empty()) {
+      YAML::Node section;
+      try {
+        section = YAML::Load(config.fp8_yaml);
+      } catch (const YAML::Exception& e) {
+        return absl::InvalidArgumentError(config.source + ": fp8: " + e.what());
+      }
+      KP_ASSIGN_OR_RETURN(fp8::ParsedFp8Config parsed, fp8::ParseFp8Config(section, config.source));
+      fo = parsed.options;
+      autotune = parsed.autotune;
+    }
+    // M of every projection GEMM; without it the per-layer BF16/FP8 timing
+    // at start-up is skipped and every eligible layer runs FP8.
+    if (autotune) fo.tokens = t.micro_batch * t.seq_len / cp;
     auto choices = resume_state.extra.find("fp8_choices");
     if (choices != resume_state.extra.end()) {
       KP_ASSIGN_OR_RETURN(fo.forced_choices, fp8::Fp8Session::DecodeChoices(choices->second));

@@ -229,6 +229,14 @@ TEST(RunTrainingTest, BadInputNamesTheCause) {
   EXPECT_NE(absl::AsciiStrToLower(r.status().message()).find("fp8"), std::string::npos)
       << r.status();
 
+  // A typo in the config's fp8 section names the field before anything runs.
+  engine::Config fp8_typo = SmallTiny();
+  fp8_typo.precision = engine::Precision::kFp8;
+  fp8_typo.fp8_yaml = "recipe: delayed\namax_hisotry_len: 8\n";
+  r = RunTraining(fp8_typo, Options(TempDir("bad6")));
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("amax_hisotry_len"), std::string::npos) << r.status();
+
   engine::Config bad_dp = SmallTiny();
   bad_dp.parallel.dp = 2;
   r = RunTraining(bad_dp, Options(TempDir("bad4")));
