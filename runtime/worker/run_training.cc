@@ -23,6 +23,7 @@
 #include "runtime/fp8/device_check.h"
 #include "runtime/worker/fault/hang_guard.h"
 #include "runtime/worker/fault/step_boundary_stop.h"
+#include "runtime/fp8/amax_sync.h"
 #include "runtime/fp8/fp8_linear.h"
 #include "runtime/fp8/options_yaml.h"
 #include "runtime/parallel/cp_engine_attention.h"
@@ -47,17 +48,27 @@ class SamplerBatches final : public engine::BatchSource {
 };
 
 // The data-parallel GradientReducer (runtime/parallel) as the loop's sync.
+// With FP8, the layers' amaxes are max-reduced beside the gradients so every
+// rank derives the same scales (otherwise ranks drift apart in precision).
 class ReducerSync final : public engine::GradientSync {
  public:
-  explicit ReducerSync(std::unique_ptr<parallel::GradientReducer> r) : reducer_(std::move(r)) {}
+  ReducerSync(std::unique_ptr<parallel::GradientReducer> r, comm::Communicator* comm,
+              std::shared_ptr<fp8::Fp8Session> fp8)
+      : reducer_(std::move(r)), comm_(comm), fp8_(std::move(fp8)) {}
   void PrepareForBackward(bool last) override {
     last_ = last;
     reducer_->PrepareForBackward(last);
   }
-  absl::Status Finish() override { return reducer_->Finish(); }
+  absl::Status Finish() override {
+    KP_RETURN_IF_ERROR(reducer_->Finish());
+    if (fp8_ && last_) return fp8::AllReduceAmax(*fp8_, *comm_);
+    return absl::OkStatus();
+  }
 
  private:
   std::unique_ptr<parallel::GradientReducer> reducer_;
+  comm::Communicator* comm_;
+  std::shared_ptr<fp8::Fp8Session> fp8_;
   bool last_ = false;
 };
 
@@ -354,7 +365,7 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   if (world_comm != nullptr) {
     auto reducer = std::make_unique<parallel::GradientReducer>(world_comm, optimizer.parameters());
     if (start_step == 0) KP_RETURN_IF_ERROR(reducer->BroadcastParameters(0));
-    sync = std::make_unique<ReducerSync>(std::move(reducer));
+    sync = std::make_unique<ReducerSync>(std::move(reducer), world_comm, fp8_session);
   }
 
   std::unique_ptr<ManagerCheckpoints> checkpoints;
