@@ -20,6 +20,7 @@ APT_PACKAGES=(
   libsqlite3-dev libgloo-dev libabsl-dev
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev
   python3-venv
+  slurm-wlm munge   # tests/slurm starts a throw-away two-node cluster
 )
 
 missing=()
@@ -43,8 +44,9 @@ VPY="$VENV/bin/python3"
 
 # Python packages for tests, benchmarks and the client (small). Installed
 # before torch so pip's resolver never sees the deliberately dep-less torch.
-PY_PACKAGES=(numpy safetensors grpcio grpcio-tools protobuf tqdm pyyaml)
-if ! "$VPY" -c "import numpy, safetensors, grpc, grpc_tools, google.protobuf, tqdm, yaml" 2>/dev/null; then
+# kubernetes-validate: offline schema checks of the rendered manifests (tests/k8s).
+PY_PACKAGES=(numpy safetensors grpcio grpcio-tools protobuf tqdm pyyaml kubernetes-validate)
+if ! "$VPY" -c "import numpy, safetensors, grpc, grpc_tools, google.protobuf, tqdm, yaml, kubernetes_validate" 2>/dev/null; then
   log "installing ${PY_PACKAGES[*]}"
   "$VPY" -m pip install -q "${PY_PACKAGES[@]}"
 fi
