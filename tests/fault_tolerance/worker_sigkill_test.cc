@@ -17,100 +17,28 @@
 #include <nlohmann/json.hpp>
 
 #include "tests/fault_tolerance/ft_cluster.h"
+#include "tests/fault_tolerance/ft_job.h"
 
 namespace kp::ft {
 namespace {
 
 using Steady = std::chrono::steady_clock;
 
-constexpr int kSteps = 80;
-constexpr int kCheckpointEvery = 5;
-constexpr int kMicroBatch = 4;
-constexpr int kDp = 2;
-constexpr int kGlobalBatch = kMicroBatch * kDp;  // grad_accum 1
-
-std::string Config() {
-  return R"(model:
-  vocab_size: 256
-  d_model: 64
-  n_layers: 2
-  n_heads: 4
-  n_kv_heads: 2
-  ffn_hidden: 128
-  max_seq_len: 32
-training:
-  seq_len: 32
-  micro_batch: )" + std::to_string(kMicroBatch) + R"(
-  grad_accum: 1
-  steps: )" + std::to_string(kSteps) + R"(
-  lr: 3.0e-3
-  min_lr: 3.0e-4
-  warmup_steps: 5
-  seed: 1234
-  log_every: 10
-  checkpoint_every: )" + std::to_string(kCheckpointEvery) + R"(
-  keep_checkpoints: 3
-precision: fp32
-parallel:
-  dp: 2
-  cp: 1
-data:
-  corpus: builtin
-  builtin:
-    seed: 1
-    num_symbols: 32
-    order: 2
-    retrieval_prob: 0.0
-    num_tokens: 65536
-)";
-}
-
-v1::JobSpec Spec(const std::string& name) {
-  v1::JobSpec s;
-  s.set_name(name);
-  s.set_config_yaml(Config());
-  s.set_dp(kDp);
-  s.set_cp(1);
-  s.set_steps(kSteps);
-  s.set_elastic(true);
-  s.set_max_restarts(2);
-  s.mutable_checkpoint()->set_dir(name);
-  s.mutable_checkpoint()->set_every_steps(kCheckpointEvery);
-  return s;
-}
-
-v1::JobStatus WaitForEnd(Cluster& c, const std::string& id, int timeout_s) {
-  const auto deadline = Steady::now() + std::chrono::seconds(timeout_s);
-  v1::JobStatus st;
-  while (Steady::now() < deadline) {
-    auto s = c.client().Get(id);
-    if (s.ok()) {
-      st = *s;
-      if (st.state() == v1::JOB_STATE_COMPLETED || st.state() == v1::JOB_STATE_FAILED ||
-          st.state() == v1::JOB_STATE_CANCELLED) {
-        return st;
-      }
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
-  }
-  return st;
-}
-
 TEST(FaultTolerance, WorkerSigkillRecoversWithNoSampleLostOrRepeated) {
   Cluster cluster(ClusterOptions{});
   ASSERT_TRUE(cluster.Start().ok());
 
   // The uninterrupted run.
-  auto ref = cluster.client().Submit(Spec("ref"));
+  auto ref = cluster.client().Submit(JobSpec("ref"));
   ASSERT_TRUE(ref.ok()) << ref.status();
-  v1::JobStatus ref_end = WaitForEnd(cluster, ref->job_id(), 120);
+  v1::JobStatus ref_end = WaitFor(cluster, ref->job_id(), 120, Ended);
   const std::string ref_dir = RunDir(cluster, *ref);
   ASSERT_EQ(ref_end.state(), v1::JOB_STATE_COMPLETED) << ref_end.message() << Logs(cluster, ref_dir);
   const auto ref_losses = ReadLosses(ref_dir + "/metrics/g1.rank0.jsonl");
   ASSERT_EQ(ref_losses.size(), static_cast<size_t>(kSteps));
 
   // The same job, with rank 1 SIGKILLed once a checkpoint exists.
-  auto job = cluster.client().Submit(Spec("ft"));
+  auto job = cluster.client().Submit(JobSpec("ft"));
   ASSERT_TRUE(job.ok()) << job.status();
   const std::string run_dir = RunDir(cluster, *job);
   const std::string g1_metrics = run_dir + "/metrics/g1.rank0.jsonl";
@@ -146,7 +74,7 @@ TEST(FaultTolerance, WorkerSigkillRecoversWithNoSampleLostOrRepeated) {
     if (s.ok() && s->state() == v1::JOB_STATE_FAILED) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  v1::JobStatus end = WaitForEnd(cluster, job->job_id(), 120);
+  v1::JobStatus end = WaitFor(cluster, job->job_id(), 120, Ended);
   ASSERT_EQ(end.state(), v1::JOB_STATE_COMPLETED) << end.message() << Logs(cluster, run_dir);
   EXPECT_EQ(end.generation(), 2);
   EXPECT_EQ(end.restarts(), 1);
