@@ -9,6 +9,7 @@
 #include <bit>
 #include <cerrno>
 #include <cstring>
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <vector>
@@ -109,19 +110,22 @@ class Fd {
   int fd_;
 };
 
-absl::StatusOr<Header> ParseHeader(int fd, uint64_t file_size, const std::string& path) {
+// Reads n bytes at an offset of the file or image (ReadAt over a file).
+using ReadFn = std::function<absl::Status(void* data, size_t n, uint64_t offset)>;
+
+absl::StatusOr<Header> ParseHeader(const ReadFn& read, uint64_t file_size, const std::string& path) {
   auto loss = [&](const std::string& why) {
     return absl::DataLossError("safetensors " + path + ": " + why);
   };
   if (file_size < 8) return loss(absl::StrCat("truncated: ", file_size, " bytes, no header length"));
   uint64_t n = 0;
-  KP_RETURN_IF_ERROR(ReadAt(fd, &n, 8, 0, path));
+  KP_RETURN_IF_ERROR(read(&n, 8, 0));
   if (n > kMaxHeaderSize) return loss(absl::StrCat("header length ", n, " is not sane (max ", kMaxHeaderSize, ")"));
   if (n > file_size - 8) {
     return loss(absl::StrCat("truncated: header length ", n, " but the file has ", file_size, " bytes"));
   }
   std::string text(n, '\0');
-  KP_RETURN_IF_ERROR(ReadAt(fd, text.data(), n, 8, path));
+  KP_RETURN_IF_ERROR(read(text.data(), n, 8));
   nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded()) return loss("header is not valid JSON");
   if (!j.is_object()) return loss("header is not a JSON object");
@@ -191,6 +195,48 @@ absl::StatusOr<Header> ParseHeader(int fd, uint64_t file_size, const std::string
   return h;
 }
 
+ReadFn FileReader(int fd, const std::string& path) {
+  return [fd, &path](void* data, size_t n, uint64_t offset) { return ReadAt(fd, data, n, offset, path); };
+}
+
+absl::StatusOr<Header> ParseHeader(int fd, uint64_t file_size, const std::string& path) {
+  return ParseHeader(FileReader(fd, path), file_size, path);
+}
+
+// The header text (padded) and the CPU tensors in data order.
+struct Image {
+  std::string header;
+  std::vector<at::Tensor> cpu;
+};
+
+absl::StatusOr<Image> BuildImage(const TensorMap& tensors, const Metadata& metadata, const std::string& path) {
+  nlohmann::json header = nlohmann::json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  Image image;
+  uint64_t offset = 0;
+  for (const auto& [name, t] : tensors) {
+    if (name.empty() || name == "__metadata__") {
+      return absl::InvalidArgumentError("safetensors " + path + ": bad tensor name '" + name + "'");
+    }
+    if (!t.defined()) return absl::InvalidArgumentError("safetensors " + path + ": tensor '" + name + "' is undefined");
+    const DtypeInfo* d = ByType(t.scalar_type());
+    if (d == nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("safetensors ", path, ": tensor '", name,
+                                                     "' has unsupported dtype ", c10::toString(t.scalar_type())));
+    }
+    at::Tensor c = t.detach().to(at::kCPU).contiguous();
+    const uint64_t bytes = static_cast<uint64_t>(c.numel()) * d->size;
+    header[name] = {{"dtype", d->name}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+    image.cpu.push_back(std::move(c));
+  }
+  image.header = header.dump();
+  // Pad with spaces (valid JSON) so the data section starts 8-byte aligned,
+  // as the reference implementation does.
+  image.header.append((8 - image.header.size() % 8) % 8, ' ');
+  return image;
+}
+
 absl::StatusOr<std::pair<int, uint64_t>> OpenForRead(const std::string& path) {
   int fd = ::open(path.c_str(), O_RDONLY);
   if (fd < 0) {
@@ -209,30 +255,9 @@ absl::StatusOr<std::pair<int, uint64_t>> OpenForRead(const std::string& path) {
 }  // namespace
 
 absl::Status WriteSafetensors(const std::string& path, const TensorMap& tensors, const Metadata& metadata) {
-  nlohmann::json header = nlohmann::json::object();
-  if (!metadata.empty()) header["__metadata__"] = metadata;
-  std::vector<at::Tensor> cpu;
-  uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    if (name.empty() || name == "__metadata__") {
-      return absl::InvalidArgumentError("safetensors " + path + ": bad tensor name '" + name + "'");
-    }
-    if (!t.defined()) return absl::InvalidArgumentError("safetensors " + path + ": tensor '" + name + "' is undefined");
-    const DtypeInfo* d = ByType(t.scalar_type());
-    if (d == nullptr) {
-      return absl::InvalidArgumentError(absl::StrCat("safetensors ", path, ": tensor '", name,
-                                                     "' has unsupported dtype ", c10::toString(t.scalar_type())));
-    }
-    at::Tensor c = t.detach().to(at::kCPU).contiguous();
-    const uint64_t bytes = static_cast<uint64_t>(c.numel()) * d->size;
-    header[name] = {{"dtype", d->name}, {"shape", c.sizes().vec()}, {"data_offsets", {offset, offset + bytes}}};
-    offset += bytes;
-    cpu.push_back(std::move(c));
-  }
-  std::string text = header.dump();
-  // Pad with spaces (valid JSON) so the data section starts 8-byte aligned,
-  // as the reference implementation does.
-  text.append((8 - text.size() % 8) % 8, ' ');
+  KP_ASSIGN_OR_RETURN(Image image, BuildImage(tensors, metadata, path));
+  const std::string& text = image.header;
+  const std::vector<at::Tensor>& cpu = image.cpu;
   const uint64_t n = text.size();
 
   std::random_device rd;
@@ -276,6 +301,44 @@ absl::StatusOr<Metadata> ReadSafetensorsMetadata(const std::string& path) {
   Fd fd(opened.first);
   KP_ASSIGN_OR_RETURN(Header h, ParseHeader(fd.get(), opened.second, path));
   return std::move(h.metadata);
+}
+
+}  // namespace kp::ckpt
+
+namespace kp::ckpt {
+
+absl::StatusOr<std::string> EncodeSafetensors(const TensorMap& tensors, const Metadata& metadata) {
+  KP_ASSIGN_OR_RETURN(Image image, BuildImage(tensors, metadata, "<memory>"));
+  const uint64_t n = image.header.size();
+  size_t total = 8 + n;
+  for (const at::Tensor& c : image.cpu) total += c.numel() * c.element_size();
+  std::string out;
+  out.reserve(total);
+  out.append(reinterpret_cast<const char*>(&n), 8);
+  out.append(image.header);
+  for (const at::Tensor& c : image.cpu) {
+    out.append(static_cast<const char*>(c.data_ptr()), c.numel() * c.element_size());
+  }
+  return out;
+}
+
+absl::StatusOr<SafetensorsContents> DecodeSafetensors(std::string_view bytes, const std::string& name) {
+  ReadFn read = [&](void* data, size_t n, uint64_t offset) -> absl::Status {
+    if (offset > bytes.size() || n > bytes.size() - offset) {
+      return absl::DataLossError(absl::StrCat("safetensors ", name, ": truncated while reading"));
+    }
+    std::memcpy(data, bytes.data() + offset, n);
+    return absl::OkStatus();
+  };
+  KP_ASSIGN_OR_RETURN(Header h, ParseHeader(read, bytes.size(), name));
+  SafetensorsContents out;
+  out.metadata = std::move(h.metadata);
+  for (const Entry& e : h.entries) {
+    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype->type));
+    KP_RETURN_IF_ERROR(read(t.data_ptr(), e.end - e.begin, h.data_start + e.begin));
+    out.tensors.emplace(e.name, std::move(t));
+  }
+  return out;
 }
 
 }  // namespace kp::ckpt

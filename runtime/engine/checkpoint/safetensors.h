@@ -8,6 +8,7 @@
 
 #include <map>
 #include <string>
+#include <string_view>
 
 #include <ATen/core/Tensor.h>
 
@@ -42,6 +43,13 @@ absl::Status CheckSafetensorsHeader(const std::string& path);
 
 // The "__metadata__" map of a valid file, without reading tensor data.
 absl::StatusOr<Metadata> ReadSafetensorsMetadata(const std::string& path);
+
+// The same format in memory: the bytes WriteSafetensors would write (so a
+// file holding them is read by ReadSafetensors and any safetensors loader),
+// and their validated parse (`name` names the image in errors). In-memory
+// snapshots (runtime/snapshot/) travel as such images.
+absl::StatusOr<std::string> EncodeSafetensors(const TensorMap& tensors, const Metadata& metadata = {});
+absl::StatusOr<SafetensorsContents> DecodeSafetensors(std::string_view bytes, const std::string& name);
 
 }  // namespace kp::ckpt
 

@@ -181,3 +181,44 @@ TEST(Safetensors, MissingFileIsNotFound) {
 
 }  // namespace
 }  // namespace kp::ckpt
+
+namespace kp::ckpt {
+namespace {
+
+TEST(SafetensorsMemory, EncodeIsTheFileImageAndDecodesBack) {
+  const TensorMap in = RandomTensors();
+  const Metadata meta = {{"format", "kp-snapshot"}, {"step", "14"}};
+  const std::string path = TmpPath("memory_image.safetensors");
+  ASSERT_TRUE(WriteSafetensors(path, in, meta).ok());
+  auto bytes = EncodeSafetensors(in, meta);
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  std::ifstream f(path, std::ios::binary);
+  const std::string file((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(*bytes, file);  // the file loaders read the image as they read the file
+
+  auto out = DecodeSafetensors(*bytes, "image");
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_EQ(out->metadata, meta);
+  ASSERT_EQ(out->tensors.size(), in.size());
+  for (const auto& [name, t] : in) {
+    const at::Tensor& got = out->tensors.at(name);
+    ASSERT_EQ(got.scalar_type(), t.scalar_type()) << name;
+    ASSERT_TRUE(got.sizes().equals(t.sizes())) << name;
+    EXPECT_EQ(std::memcmp(got.data_ptr(), t.contiguous().data_ptr(), got.numel() * got.element_size()), 0) << name;
+  }
+}
+
+TEST(SafetensorsMemory, TruncatedOrCorruptImageIsDataLoss) {
+  auto bytes = EncodeSafetensors(RandomTensors());
+  ASSERT_TRUE(bytes.ok());
+  for (size_t cut : {size_t{0}, size_t{5}, size_t{40}, bytes->size() - 1}) {
+    auto r = DecodeSafetensors(std::string_view(*bytes).substr(0, cut), "cut");
+    EXPECT_TRUE(absl::IsDataLoss(r.status())) << cut << ": " << r.status();
+  }
+  std::string bad = *bytes;
+  bad[9] = '#';  // the header's JSON
+  EXPECT_TRUE(absl::IsDataLoss(DecodeSafetensors(bad, "bad").status()));
+}
+
+}  // namespace
+}  // namespace kp::ckpt
