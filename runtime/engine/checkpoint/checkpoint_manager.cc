@@ -8,6 +8,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <cstring>
 #include <filesystem>
 #include <nlohmann/json.hpp>
@@ -15,8 +17,10 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "runtime/common/files.h"
 #include "runtime/engine/checkpoint/log.h"
+#include "zlib.h"
 
 namespace kp::ckpt {
 namespace {
@@ -57,6 +61,31 @@ absl::Status FsyncDir(const std::string& dir) {
   ::close(fd);
   if (rc != 0) return absl::InternalError("fsync " + dir + ": " + std::strerror(errno));
   return absl::OkStatus();
+}
+
+// CRC-32 (zlib's) of a whole file: state.json records one per part, so a
+// part whose bytes changed after the commit (bad sector, partial copy) is
+// caught at load time, not trained on.
+absl::StatusOr<uint32_t> FileCrc32(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError("cannot open " + path);
+  uLong crc = crc32_z(0L, Z_NULL, 0);
+  std::vector<char> buf(1 << 20);
+  while (in) {
+    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+    const std::streamsize n = in.gcount();
+    if (n > 0) crc = crc32_z(crc, reinterpret_cast<const Bytef*>(buf.data()), static_cast<z_size_t>(n));
+  }
+  if (in.bad()) return absl::DataLossError("read error in " + path);
+  return static_cast<uint32_t>(crc);
+}
+
+int64_t EnvInt(const char* name, int64_t fallback) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return fallback;
+  char* end = nullptr;
+  const long long parsed = std::strtoll(v, &end, 10);
+  return end != nullptr && *end == '\0' ? parsed : fallback;
 }
 
 // Step directories under `ckdir`, newest first.
@@ -105,6 +134,23 @@ bool PartArrived(const std::string& path, const std::string& save_id) {
   return it != meta->end() && it->second == save_id;
 }
 
+// DATA_LOSS when state.json recorded a CRC-32 for the part and the file's
+// differs (checkpoints written before CRCs were recorded pass).
+absl::Status VerifyPartCrc(const std::string& dir, const std::string& part, const std::string& path) {
+  KP_ASSIGN_OR_RETURN(std::string text, ReadFile((fs::path(dir) / kStateFile).string()));
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.contains("parts") || !j["parts"].contains(part)) return absl::OkStatus();
+  const auto& rec = j["parts"][part];
+  if (!rec.contains("crc32") || !rec["crc32"].is_number_unsigned()) return absl::OkStatus();
+  KP_ASSIGN_OR_RETURN(uint32_t crc, FileCrc32(path));
+  if (crc != rec["crc32"].get<uint32_t>()) {
+    return absl::DataLossError(absl::StrCat("checkpoint ", dir, ": part '", part, "' (", path, ") has CRC-32 ", crc,
+                                            ", state.json recorded ", rec["crc32"].get<uint32_t>(),
+                                            " (the file changed after the save)"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 std::string CheckpointManager::StepDirName(int64_t step) {
@@ -117,7 +163,10 @@ std::string CheckpointManager::CheckpointsDir(const std::string& run_dir) {
   return (fs::path(run_dir) / "checkpoints").string();
 }
 
-CheckpointManager::CheckpointManager(CheckpointOptions options) : options_(std::move(options)) {}
+CheckpointManager::CheckpointManager(CheckpointOptions options)
+    : options_(std::move(options)),
+      test_delay_ms_(EnvInt("KP_TEST_CHECKPOINT_WRITE_DELAY_MS", 0)),
+      test_delay_step_(EnvInt("KP_TEST_CHECKPOINT_WRITE_DELAY_STEP", -1)) {}
 
 CheckpointManager::~CheckpointManager() {
   absl::Status s = Wait();
@@ -160,7 +209,23 @@ absl::Status CheckpointManager::SaveAsync(const CheckpointState& state,
     }
   }
   worker_ = std::thread([this, state, snapshot]() {
-    absl::Status s = WriteAndCommit(state, *snapshot);
+    const int attempts = std::max(1, options_.write_attempts);
+    auto backoff = options_.retry_backoff;
+    absl::Status s;
+    for (int attempt = 1; attempt <= attempts; ++attempt) {
+      s = options_.fault_for_test ? options_.fault_for_test(state.step, attempt) : absl::OkStatus();
+      if (s.ok()) s = WriteAndCommit(state, *snapshot);
+      if (s.ok() || absl::IsDeadlineExceeded(s)) break;
+      if (attempt < attempts) {
+        log::Warn(absl::StrCat("checkpoint of step ", state.step, ": attempt ", attempt, " of ", attempts,
+                               " failed (", s.ToString(), "); retrying in ", backoff.count(), " ms"));
+        std::this_thread::sleep_for(backoff);
+        backoff *= 2;
+      } else {
+        log::Error(absl::StrCat("checkpoint of step ", state.step, ": all ", attempts,
+                                " attempts failed; last error: ", s.ToString()));
+      }
+    }
     std::lock_guard<std::mutex> lock(mu_);
     pending_status_ = s;
   });
@@ -185,6 +250,11 @@ absl::Status CheckpointManager::WriteAndCommit(const CheckpointState& state,
     Metadata m = meta;
     m["part"] = part;
     KP_RETURN_IF_ERROR(WriteSafetensors((fs::path(staging) / PartFile(part)).string(), tensors, m));
+  }
+  if (test_delay_ms_ > 0 && (test_delay_step_ < 0 || test_delay_step_ == state.step)) {
+    log::Warn(absl::StrCat("KP_TEST_CHECKPOINT_WRITE_DELAY_MS: holding ", staging, " for ", test_delay_ms_,
+                           " ms (test hook)"));
+    std::this_thread::sleep_for(std::chrono::milliseconds(test_delay_ms_));
   }
   if (!options_.commit) return absl::OkStatus();
 
@@ -222,7 +292,10 @@ absl::Status CheckpointManager::WriteAndCommit(const CheckpointState& state,
   j["parts"] = nlohmann::json::object();
   for (const auto& part : expected) {
     const auto path = fs::path(staging) / PartFile(part);
-    j["parts"][part] = {{"file", PartFile(part)}, {"bytes", static_cast<uint64_t>(fs::file_size(path))}};
+    KP_ASSIGN_OR_RETURN(uint32_t crc, FileCrc32(path.string()));
+    j["parts"][part] = {{"file", PartFile(part)},
+                        {"bytes", static_cast<uint64_t>(fs::file_size(path))},
+                        {"crc32", crc}};
   }
   KP_RETURN_IF_ERROR(WriteFileAtomically((fs::path(staging) / kStateFile).string(), j.dump(2) + "\n"));
   KP_RETURN_IF_ERROR(FsyncDir(staging));
@@ -315,10 +388,36 @@ absl::StatusOr<LoadedCheckpoint> CheckpointManager::Load(const std::string& dir,
     if (!fs::exists(path)) {
       return absl::DataLossError("checkpoint " + dir + ": part '" + part + "' is missing (" + path + ")");
     }
+    KP_RETURN_IF_ERROR(VerifyPartCrc(dir, part, path));
     KP_ASSIGN_OR_RETURN(SafetensorsContents c, ReadSafetensors(path));
     out.parts[part] = std::move(c.tensors);
   }
   return out;
+}
+
+absl::StatusOr<LoadedCheckpoint> CheckpointManager::LoadNewestGood(const std::string& run_dir) {
+  const std::string ckdir = CheckpointsDir(run_dir);
+  std::vector<std::string> tried;
+  for (const auto& [step, dir] : StepDirs(ckdir)) {
+    absl::Status complete = CheckComplete(dir);
+    if (!complete.ok()) {
+      log::Warn("skipping incomplete checkpoint " + dir + ": " + complete.ToString());
+      continue;
+    }
+    absl::StatusOr<LoadedCheckpoint> loaded = Load(dir);
+    if (loaded.ok()) {
+      if (!tried.empty()) {
+        log::Warn("resuming from " + dir + ", older than the corrupt newer checkpoint(s): " +
+                  absl::StrJoin(tried, "; "));
+      }
+      return loaded;
+    }
+    log::Error("skipping corrupt checkpoint " + dir + ": " + loaded.status().ToString());
+    tried.push_back(dir + ": " + loaded.status().ToString());
+  }
+  if (tried.empty()) return absl::NotFoundError("no complete checkpoint under " + ckdir);
+  return absl::DataLossError(absl::StrCat("no loadable checkpoint under ", ckdir, " (", tried.size(),
+                                          " complete but corrupt: ", absl::StrJoin(tried, "; "), ")"));
 }
 
 }  // namespace kp::ckpt

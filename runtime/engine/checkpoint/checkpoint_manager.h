@@ -20,6 +20,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -62,6 +63,15 @@ struct CheckpointOptions {
   int keep_last = 3;     // complete checkpoints kept; older ones deleted
   bool commit = true;    // this process commits (rank 0); others only write parts
   std::chrono::milliseconds commit_timeout{std::chrono::minutes(10)};
+  // A failed write (disk full, NFS hiccup) is logged and tried again, up to
+  // write_attempts in all, waiting retry_backoff, then twice that, ...
+  // Parts that never arrived from other ranks (DEADLINE_EXCEEDED) are not
+  // retried: commit_timeout already waited.
+  int write_attempts = 3;
+  std::chrono::milliseconds retry_backoff{500};
+  // Test seam: called before each write attempt; a non-OK status fails that
+  // attempt as an I/O error would.
+  std::function<absl::Status(int64_t step, int attempt)> fault_for_test;
 };
 
 class CheckpointManager {
@@ -97,10 +107,23 @@ class CheckpointManager {
                                                const std::vector<std::string>& parts = {});
   static absl::StatusOr<CheckpointState> LoadState(const std::string& checkpoint_dir);
 
+  // What a restart resumes from: the newest complete checkpoint that loads
+  // (every part readable and matching the CRC-32 state.json recorded). A
+  // corrupt one is logged and skipped for the previous one, within this
+  // call, so a restart never tries it again and again. NOT_FOUND when there
+  // is no complete checkpoint; DATA_LOSS naming each one tried when
+  // complete ones exist but none loads.
+  static absl::StatusOr<LoadedCheckpoint> LoadNewestGood(const std::string& run_dir);
+
  private:
   absl::Status WriteAndCommit(const CheckpointState& state,
                               const std::map<std::string, TensorMap>& parts);
   CheckpointOptions options_;
+  // Test-only (KP_TEST_CHECKPOINT_WRITE_DELAY_MS / _STEP, read once here):
+  // a save sleeps this long with its staging directory in place, before the
+  // commit, so a test can kill the process mid-write. <= 0: off.
+  int64_t test_delay_ms_ = 0;
+  int64_t test_delay_step_ = -1;  // only the save of this step; -1: every save
   std::mutex mu_;
   std::thread worker_;
   absl::Status pending_status_;
