@@ -12,6 +12,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -78,6 +79,19 @@ class Communicator {
   // Ends every pending and future call with ABORTED (called by the watchdog or
   // the fault-tolerance layer when a peer is gone). Safe from any thread.
   virtual void Abort(const absl::Status& reason) = 0;
+
+  // The survivors of a failure: a new communicator over this one's ranks
+  // minus `exclude` (ranks of this communicator, any order), renumbered
+  // densely in the old order (ShrinkRankMap in shrink.h). Collective over the
+  // survivors only: the excluded ranks never call it, and every survivor
+  // passes the same list (AgreeOnSurvivors in shrink.h finds it through the
+  // store). Works on a communicator that failed or was aborted (that is what
+  // it is for); this one is unusable afterwards. A rank that is itself in
+  // `exclude` gets INVALID_ARGUMENT. Backends without it: UNIMPLEMENTED.
+  virtual absl::StatusOr<std::unique_ptr<Communicator>> Shrink(const std::vector<int>& exclude) {
+    (void)exclude;
+    return absl::UnimplementedError(backend() + " communicator: Shrink is not supported");
+  }
 
   virtual std::chrono::milliseconds timeout() const = 0;
 

@@ -19,6 +19,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateCommunicator(const std::stri
     NcclOptions o;
     o.timeout = options.timeout;
     o.device = options.cuda_device;
+    o.revoke_on_abort = options.shrinkable;
     return CreateNcclCommunicator(rank, world, &store, o);
   }
   if (backend == "fake") {

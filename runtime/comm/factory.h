@@ -19,6 +19,10 @@ struct CommOptions {
   std::string hostname = "127.0.0.1";
   // nccl: CUDA device index; -1 = the current device.
   int cuda_device = -1;
+  // nccl: Abort() revokes (ncclCommRevoke) instead of freeing
+  // (ncclCommAbort), so the survivors can Shrink() the communicator after a
+  // failure (in-process re-formation, shrink.h). Needs NCCL >= 2.28.7.
+  bool shrinkable = false;
 };
 
 // backend: "gloo" (CPU tensors) or "nccl" (CUDA tensors). The in-process

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "runtime/comm/reduce_math.h"
+#include "runtime/comm/shrink.h"
 #include "runtime/comm/work_queue.h"
 
 namespace kp::comm {
@@ -51,6 +52,8 @@ struct Ctx {
   // Touched only on the queue's thread.
   uint64_t seq = 0;
   uint64_t splits = 0;
+  // Touched only by Shrink, which the caller issues with no call in flight.
+  uint64_t shrinks = 0;
 
   int global() const { return members[index]; }
   int size() const { return static_cast<int>(members.size()); }
@@ -281,6 +284,26 @@ class FakeCommunicator final : public Communicator {
             ->Wait());
     if (!*out) return std::unique_ptr<Communicator>();
     return std::unique_ptr<Communicator>(std::make_unique<FakeCommunicator>(*out));
+  }
+
+  // Not through the queue: it serves a communicator that has usually failed
+  // or been aborted. The new group meets under a name derived from this one
+  // and the excluded ranks, so survivors that disagree never meet.
+  absl::StatusOr<std::unique_ptr<Communicator>> Shrink(const std::vector<int>& exclude) override {
+    KP_ASSIGN_OR_RETURN(std::vector<int> map, ShrinkRankMap(size(), exclude));
+    if (map[ctx_->index] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("fake Shrink: rank ", ctx_->index, " is in its own exclude list"));
+    }
+    auto sub = std::make_shared<Ctx>();
+    sub->world = ctx_->world;
+    sub->group = absl::StrCat(ctx_->group, "/shrink", ctx_->shrinks++, ShrinkTag(exclude));
+    sub->timeout = ctx_->timeout;
+    for (int i = 0; i < size(); ++i) {
+      if (map[i] >= 0) sub->members.push_back(ctx_->members[i]);
+    }
+    sub->index = map[ctx_->index];
+    return std::unique_ptr<Communicator>(std::make_unique<FakeCommunicator>(std::move(sub)));
   }
 
   void Abort(const absl::Status& reason) override {

@@ -25,6 +25,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/comm/reduce_math.h"
+#include "runtime/comm/shrink.h"
 #include "runtime/comm/work_queue.h"
 
 namespace kp::comm {
@@ -363,6 +364,27 @@ class GlooCommunicator final : public Communicator {
     return std::unique_ptr<Communicator>(std::make_unique<GlooCommunicator>(std::move(sub)));
   }
 
+  // A fresh gloo context over the survivors on the same device, meeting
+  // under "<prefix>/shrink<n>x<excluded>" of the same store (the excluded
+  // ranks never write there). Not through the queue: it is usually broken or
+  // aborted by now. The old context keeps its connections until this
+  // communicator is destroyed.
+  absl::StatusOr<std::unique_ptr<Communicator>> Shrink(const std::vector<int>& exclude) override {
+    KP_ASSIGN_OR_RETURN(std::vector<int> map, ShrinkRankMap(size(), exclude));
+    if (map[rank()] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("gloo Shrink: rank ", rank(), " is in its own exclude list"));
+    }
+    const int survivors = *std::max_element(map.begin(), map.end()) + 1;
+    queue_.Abort(absl::AbortedError(absl::StrCat("gloo communicator of rank ", rank(),
+                                                 " was shrunk to ", survivors, " ranks")));
+    KP_ASSIGN_OR_RETURN(auto sub, Connect(ctx_->device, ctx_->store,
+                                          absl::StrCat(ctx_->prefix, "/shrink", shrinks_++,
+                                                       ShrinkTag(exclude)),
+                                          map[rank()], survivors, ctx_->timeout));
+    return std::unique_ptr<Communicator>(std::make_unique<GlooCommunicator>(std::move(sub)));
+  }
+
   void Abort(const absl::Status& reason) override { queue_.Abort(reason); }
 
   std::optional<PendingOp> OldestPendingOp() override { return queue_.Running(); }
@@ -370,6 +392,7 @@ class GlooCommunicator final : public Communicator {
  private:
   std::shared_ptr<Ctx> ctx_;
   WorkQueue queue_;
+  uint64_t shrinks_ = 0;
 };
 
 }  // namespace

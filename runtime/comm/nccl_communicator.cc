@@ -20,7 +20,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "runtime/comm/reduce_math.h"
+#include "runtime/comm/shrink.h"
 #include "runtime/comm/work_queue.h"
+
+// ncclCommShrink arrived in 2.27.3, ncclCommRevoke in 2.28.7.
+#if defined(NCCL_VERSION_CODE) && NCCL_VERSION_CODE >= NCCL_VERSION(2, 27, 3)
+#define KP_NCCL_HAS_SHRINK 1
+#else
+#define KP_NCCL_HAS_SHRINK 0
+#endif
+#if defined(NCCL_VERSION_CODE) && NCCL_VERSION_CODE >= NCCL_VERSION(2, 28, 7)
+#define KP_NCCL_HAS_REVOKE 1
+#else
+#define KP_NCCL_HAS_REVOKE 0
+#endif
 
 namespace kp::comm {
 namespace {
@@ -79,6 +92,10 @@ struct Ctx {
   std::mutex mu;  // NCCL calls on one communicator are issued one at a time
   std::deque<Pending> pending;
   std::atomic<bool> aborted{false};
+  // revoke_on_abort: Abort() revoked `comm` instead of freeing it, so it is
+  // still ours to shrink and, in the end, to free.
+  bool revoke_on_abort = false;
+  std::atomic<bool> revoked{false};
   std::mutex abort_mu;
   absl::Status abort_reason;
   // Where ncclCommSplit stores the new communicator. NCCL writes it from its
@@ -90,6 +107,11 @@ struct Ctx {
 
   ~Ctx() {
     if (!comm) return;
+    if (revoked.load()) {
+      // Finalize is invalid after a revoke; abort frees it.
+      ncclCommAbort(comm);
+      return;
+    }
     if (aborted.load()) return;  // ncclCommAbort already freed it
     // Flush, bounded: a communicator that cannot finalize is aborted.
     ncclResult_t st = ncclCommFinalize(comm);
@@ -126,9 +148,38 @@ struct Ctx {
     // after ncclCommAbort frees it. Kernels stuck on a dead peer hold no lock:
     // ncclCommAbort is what ends them.
     std::lock_guard<std::mutex> lock(mu);
+#if KP_NCCL_HAS_REVOKE
+    if (comm && revoke_on_abort) {
+      // Stops in-flight kernels like ncclCommAbort but keeps the handle, so
+      // the survivors can shrink it. A revoke that fails leaves the plain
+      // abort as the way out.
+      const ncclResult_t r = ncclCommRevoke(comm, NCCL_REVOKE_DEFAULT);
+      if (r == ncclSuccess || r == ncclInProgress) {
+        revoked = true;
+        return;
+      }
+    }
+#endif
     if (comm) ncclCommAbort(comm);
     // ncclCommAbort joined NCCL's split thread, so split_child is final.
     AbortSplitChildLocked();
+  }
+
+  // Polls `c` until it leaves ncclInProgress, ignoring `aborted` (a revoked
+  // communicator is aborted for the callers but still settles). Returns the
+  // final state, or DEADLINE_EXCEEDED.
+  absl::StatusOr<ncclResult_t> Quiesce(const std::string& op, ncclComm_t c, ncclResult_t r) {
+    const auto deadline = Clock::now() + timeout;
+    while (r == ncclInProgress) {
+      if (Clock::now() > deadline) {
+        return absl::DeadlineExceededError(absl::StrCat("nccl ", op, " on rank ", rank, " of ",
+                                                        size, ": not done within ",
+                                                        timeout.count(), " ms"));
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      if (ncclCommGetAsyncError(c, &r) != ncclSuccess) break;
+    }
+    return r;
   }
 
   // Frees a child that a failed or aborted split left behind. Callers hold
@@ -396,6 +447,7 @@ class NcclCommunicator final : public Communicator {
     child->comm = sub;
     child->device = ctx_->device;
     child->timeout = ctx_->timeout;
+    child->revoke_on_abort = ctx_->revoke_on_abort;
     if (absl::Status st = child->Settle("Split", sub, ncclInProgress); !st.ok()) {
       child->Abort(st);  // frees `sub`
       return st;
@@ -407,6 +459,90 @@ class NcclCommunicator final : public Communicator {
     child->stream = std::make_unique<c10::cuda::CUDAStream>(
         c10::cuda::getStreamFromPool(false, static_cast<c10::DeviceIndex>(ctx_->device)));
     return std::unique_ptr<Communicator>(std::make_unique<NcclCommunicator>(std::move(child)));
+  }
+
+  // Revoke (if not yet) so nothing is in flight, then ncclCommShrink with
+  // NCCL_SHRINK_ABORT (the parent failed: terminate what is left of its
+  // operations first). Untested here (no GPU on the build machine): the GPU
+  // run of the lead's bundle exercises it.
+  absl::StatusOr<std::unique_ptr<Communicator>> Shrink(const std::vector<int>& exclude) override {
+    KP_ASSIGN_OR_RETURN(std::vector<int> map, ShrinkRankMap(size(), exclude));
+    if (map[rank()] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("nccl Shrink: rank ", rank(), " is in its own exclude list"));
+    }
+#if !KP_NCCL_HAS_SHRINK
+    return absl::UnimplementedError(absl::StrCat(
+        "nccl Shrink: these NCCL headers (", NCCL_MAJOR, ".", NCCL_MINOR, ".", NCCL_PATCH,
+        ") have no ncclCommShrink (needs >= 2.27.3)"));
+#else
+    std::vector<int> excluded;
+    for (int r = 0; r < size(); ++r) {
+      if (map[r] < 0) excluded.push_back(r);
+    }
+    std::unique_lock<std::mutex> lock(ctx_->mu);
+    if (ctx_->aborted.load() && !ctx_->revoked.load()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "nccl Shrink on rank ", rank(), ": the communicator was freed by ncclCommAbort (",
+          "create it with CommOptions::shrinkable so that Abort() revokes instead)"));
+    }
+    c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(ctx_->device));
+#if KP_NCCL_HAS_REVOKE
+    if (!ctx_->revoked.load()) {
+      const ncclResult_t r = ncclCommRevoke(ctx_->comm, NCCL_REVOKE_DEFAULT);
+      if (r != ncclSuccess && r != ncclInProgress) return ctx_->Error("Revoke", r);
+      ctx_->revoked = true;
+      std::lock_guard<std::mutex> alock(ctx_->abort_mu);
+      ctx_->abort_reason = absl::AbortedError("revoked for a shrink");
+      ctx_->aborted = true;
+    }
+    // Quiescent once the revoke's ncclInProgress settles. The state may then
+    // be the error that made us shrink; NCCL_SHRINK_ABORT copes with that.
+    KP_ASSIGN_OR_RETURN(ncclResult_t state, ctx_->Quiesce("Revoke", ctx_->comm, ncclInProgress));
+    (void)state;
+#endif
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    ctx_->AbortSplitChildLocked();
+    ncclResult_t r = ncclCommShrink(ctx_->comm, excluded.data(), static_cast<int>(excluded.size()),
+                                    &ctx_->split_child, &config, NCCL_SHRINK_ABORT);
+    if (r != ncclSuccess && r != ncclInProgress) {
+      ctx_->AbortSplitChildLocked();
+      return ctx_->Error("Shrink", r);
+    }
+    // As with Split, the child may appear only once the parent settles.
+    auto parent = ctx_->Quiesce("Shrink", ctx_->comm, ncclInProgress);
+    if (!parent.ok()) return parent.status();  // Abort()/~Ctx free the child
+    ncclComm_t sub = std::exchange(ctx_->split_child, nullptr);
+    if (sub == nullptr) {
+      return absl::InternalError(absl::StrCat("nccl Shrink on rank ", rank(), ": ",
+                                              ncclGetErrorString(*parent),
+                                              ", and no communicator came out"));
+    }
+    lock.unlock();
+    auto child = std::make_shared<Ctx>();
+    child->comm = sub;
+    child->device = ctx_->device;
+    child->timeout = ctx_->timeout;
+    child->revoke_on_abort = ctx_->revoke_on_abort;
+    child->rank = map[rank()];
+    child->size = static_cast<int>(map.size() - excluded.size());
+    if (absl::Status st = child->Settle("Shrink", sub, ncclInProgress); !st.ok()) {
+      child->Abort(st);
+      return st;
+    }
+    int got_rank = -1, got_size = -1;
+    if (ncclCommUserRank(sub, &got_rank) != ncclSuccess ||
+        ncclCommCount(sub, &got_size) != ncclSuccess || got_rank != child->rank ||
+        got_size != child->size) {
+      return absl::InternalError(absl::StrCat("nccl Shrink: new communicator is rank ", got_rank,
+                                              " of ", got_size, ", expected ", child->rank,
+                                              " of ", child->size));
+    }
+    child->stream = std::make_unique<c10::cuda::CUDAStream>(
+        c10::cuda::getStreamFromPool(false, static_cast<c10::DeviceIndex>(ctx_->device)));
+    return std::unique_ptr<Communicator>(std::make_unique<NcclCommunicator>(std::move(child)));
+#endif
   }
 
   void Abort(const absl::Status& reason) override { ctx_->Abort(reason); }
@@ -477,6 +613,13 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(int rank, i
   if (world < 1 || rank < 0 || rank >= world) {
     return absl::InvalidArgumentError(absl::StrCat("nccl: rank ", rank, " is not in a world of ", world));
   }
+#if !KP_NCCL_HAS_REVOKE
+  if (options.revoke_on_abort) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "nccl: revoke_on_abort (in-process shrink) needs ncclCommRevoke (NCCL >= 2.28.7); these "
+        "headers are ", NCCL_MAJOR, ".", NCCL_MINOR, ".", NCCL_PATCH));
+  }
+#endif
   // Never NVLink multicast unless the operator asked for it explicitly.
   ::setenv("NCCL_NVLS_ENABLE", "0", /*overwrite=*/0);
   int device = options.device;
@@ -507,6 +650,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(int rank, i
   ctx->size = world;
   ctx->device = device;
   ctx->timeout = options.timeout;
+  ctx->revoke_on_abort = options.revoke_on_abort;
   c10::cuda::CUDAGuard guard(static_cast<c10::DeviceIndex>(device));
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;

@@ -13,6 +13,11 @@
 // OldestPendingOp() reports the oldest collective whose end event has not
 // fired, so a Watchdog can abort a kernel that never finishes.
 //
+// Shrink (NCCL >= 2.27.3): ncclCommShrink with NCCL_SHRINK_ABORT over the
+// survivors, after ncclCommRevoke (NCCL >= 2.28.7) where the headers have it,
+// on a communicator that was revoked (revoke_on_abort) or never aborted; one
+// that ncclCommAbort freed cannot shrink (FAILED_PRECONDITION).
+//
 // NVLink multicast (NVLS) stays off: unless NCCL_NVLS_ENABLE is already set,
 // it is set to 0 before the first communicator is created.
 #ifndef KP_RUNTIME_COMM_NCCL_COMMUNICATOR_H_
@@ -30,6 +35,12 @@ struct NcclOptions {
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
   // CUDA device index; -1 = the current device.
   int device = -1;
+  // Abort() revokes the communicator (ncclCommRevoke: in-flight kernels stop,
+  // the handle stays valid) instead of freeing it with ncclCommAbort, so that
+  // Shrink() can build the survivors' communicator from it afterwards. Needs
+  // NCCL >= 2.28.7 in the headers; creation fails with FAILED_PRECONDITION
+  // otherwise.
+  bool revoke_on_abort = false;
 };
 
 // Collective over `world` ranks; `store` is only used during this call.
