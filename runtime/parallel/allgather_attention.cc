@@ -83,7 +83,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> AllGatherBackward(
                                    k_full.size(3)},
                                   k_full.options().dtype(acc_dt));
   at::Tensor dk_full = dkv_full[0], dv_full = dkv_full[1];
-  RunBackwardTasks(dout, q, k_full, v_full, out, lse, Tasks(r, n, len, state->options.causal),
+  RunBackwardTasks(dout.contiguous(), q, k_full, v_full, out, lse,
+                   Tasks(r, n, len, state->options.causal),
                    state->scale, state->options.backend, dq, dk_full, dv_full);
   // Back to rank order, one slice per owner, and summed at the owner.
   const at::Tensor by_rank = ZigzagNaturalToRankOrder(dkv_full, 3, n)

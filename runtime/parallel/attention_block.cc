@@ -134,8 +134,16 @@ BlockGrads FusedBackward(const at::Tensor& dout, const at::Tensor& q, const at::
   const bool causal = mask == BlockMask::kCausal;
   const int64_t heads = q.size(1), kv_heads = k.size(1);
   const at::Tensor ke = ExpandKv(k, heads), ve = ExpandKv(v, heads);
-  const at::Tensor o = out.to(q.scalar_type()).contiguous();
-  const at::Tensor g = dout.to(q.scalar_type()).contiguous();
+  // cuDNN takes any strides (a block's rows narrowed out of a rank's
+  // [B, H, T, D] tensors) and only re-lays dO out when its strides differ
+  // from O's; copying every block's O and dO here cost a pass over both per
+  // block. Flash wants them dense.
+  const bool keep_layout = backend == AttnBackend::kCudnn &&
+                           out.scalar_type() == q.scalar_type() &&
+                           dout.scalar_type() == q.scalar_type() &&
+                           out.strides() == dout.strides() && out.stride(-1) == 1;
+  const at::Tensor o = keep_layout ? out : out.to(q.scalar_type()).contiguous();
+  const at::Tensor g = keep_layout ? dout : dout.to(q.scalar_type()).contiguous();
   const at::Tensor rng = RngPlaceholder(q);
   const at::Tensor none;
   std::tuple<at::Tensor, at::Tensor, at::Tensor> r;

@@ -44,13 +44,11 @@ SimulatedRanks SimulateRingAttention(const std::vector<at::Tensor>& q,
     at::Tensor dq = at::zeros(q[r].sizes(), q[r].options().dtype(acc_dt));
     for (int t = 0; t < n; ++t) {
       const int src = (r - t + n) % n;
-      // The ring computes each step's share into a fresh buffer and adds the
-      // arriving accumulator to it: the same passes over memory here.
-      at::Tensor step = at::zeros(kv[src].sizes(), kv[src].options().dtype(acc_dt));
-      at::Tensor dk = step[0], dv = step[1];
+      // As the ring does: this rank's share goes straight into block src's
+      // travelling dK/dV accumulator.
       RunBackwardTasks(dout[r], q[r], kv[src][0], kv[src][1], res.out[r], lse[r], tasks(r, src),
-                       scale, options.backend, dq, dk, dv);
-      dkv[src].add_(step);
+                       scale, options.backend, dq,
+                       [&dkv, src] { return std::make_pair(dkv[src][0], dkv[src][1]); });
     }
     res.dq.push_back(dq.to(q[r].scalar_type()));
   }

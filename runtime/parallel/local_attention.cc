@@ -114,7 +114,8 @@ void RunForwardTasks(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                       const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                       const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
-                      at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
+                      at::Tensor& dq, const KvGradTarget& dkv_target) {
+  at::Tensor dk, dv;
   for (const BlockTask& t : tasks) {
     const BlockGrads g = AttentionBlockBackward(
         dout.narrow(2, t.q_offset, t.q_length), q.narrow(2, t.q_offset, t.q_length),
@@ -122,9 +123,18 @@ void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Ten
         out.narrow(2, t.q_offset, t.q_length), lse.narrow(2, t.q_offset, t.q_length), t.mask,
         scale, backend);
     dq.narrow(2, t.q_offset, t.q_length).add_(g.dq);
+    if (!dk.defined()) std::tie(dk, dv) = dkv_target();
     dk.narrow(2, t.k_offset, t.k_length).add_(g.dk);
     dv.narrow(2, t.k_offset, t.k_length).add_(g.dv);
   }
+}
+
+void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                      const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                      const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
+                      at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
+  RunBackwardTasks(dout, q, k, v, out, lse, tasks, scale, backend, dq,
+                   [&dk, &dv] { return std::make_pair(dk, dv); });
 }
 
 std::tuple<at::Tensor, at::Tensor> LocalAttentionWithLse(const at::Tensor& q, const at::Tensor& k,

@@ -9,7 +9,9 @@
 #ifndef KP_RUNTIME_PARALLEL_LOCAL_ATTENTION_H_
 #define KP_RUNTIME_PARALLEL_LOCAL_ATTENTION_H_
 
+#include <functional>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -55,6 +57,17 @@ void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Ten
                       const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                       const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
                       at::Tensor& dq, at::Tensor& dk, at::Tensor& dv);
+
+// Where a backward's dK/dV contributions are added, resolved on first use:
+// the ring accumulates straight into the dK/dV accumulator arriving from its
+// neighbour (no fresh buffer, no extra pass to add the two), and waits for it
+// only once the first block's attention backward has been queued, so the
+// transfer still overlaps compute.
+using KvGradTarget = std::function<std::pair<at::Tensor, at::Tensor>()>;
+void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                      const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                      const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
+                      at::Tensor& dq, const KvGradTarget& dkv_target);
 
 // The accumulation dtype of gradients and outputs: float64 for float64
 // inputs, float32 otherwise.

@@ -36,7 +36,10 @@ struct RingFunction : public torch::autograd::Function<RingFunction> {
     const variable_list saved = ctx->get_saved_variables();
     auto state = c10::static_intrusive_pointer_cast<CpState>(
         ctx->saved_data["state"].toCapsule());
-    const at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(saved[3]);
+    // Dense once here, so each block's dO slice shares O's strides and the
+    // attention backward takes it without a copy per block.
+    const at::Tensor dout =
+        grads[0].defined() ? grads[0].contiguous() : at::zeros_like(saved[3]);
     auto [dq, dk, dv] = RingBackward(dout, saved[0], saved[1], saved[2], saved[3], saved[4], *state);
     return {dq, dk, dv, at::Tensor()};
   }
@@ -94,19 +97,26 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> RingBackward(
       incoming = at::empty_like(cur);
       kv_work = comm->SendRecvAsync(cur, next, incoming, prev);
     }
-    // This rank's share of block src's gradients, computed while the
-    // previous rank's accumulator for the same block is in flight.
-    at::Tensor dkv = at::zeros(cur.sizes(), cur.options().dtype(acc_dt));
-    at::Tensor dk = dkv[0], dv = dkv[1];
+    // This rank's share of block src's gradients goes straight into the
+    // accumulator for block src arriving from the previous rank (a fresh one
+    // at t = 0): no per-step buffer and no pass to add the two.
+    at::Tensor dkv;
+    auto target = [&]() -> std::pair<at::Tensor, at::Tensor> {
+      if (dkv_work) {
+        ThrowIfFailed(dkv_work->Wait(), absl::StrCat("ring attention backward, step ", t,
+                                                     ": rank ", r, " receiving dK/dV from rank ",
+                                                     prev));
+        dkv_work.reset();
+        dkv = dkv_arriving;
+      } else {
+        dkv = at::zeros(cur.sizes(), cur.options().dtype(acc_dt));
+      }
+      return {dkv[0], dkv[1]};
+    };
     RunBackwardTasks(dout, q, cur[0], cur[1], out, lse,
                      StepTasks(r, src, n, chunk, state->options.causal), state->scale,
-                     state->options.backend, dq, dk, dv);
-    if (dkv_work) {
-      ThrowIfFailed(dkv_work->Wait(), absl::StrCat("ring attention backward, step ", t,
-                                                   ": rank ", r, " receiving dK/dV from rank ",
-                                                   prev));
-      dkv.add_(dkv_arriving);
-    }
+                     state->options.backend, dq, target);
+    if (!dkv.defined()) target();  // no visible block this step: pass it on as it came
     if (n > 1) {
       dkv_sending = dkv;
       dkv_arriving = at::empty_like(dkv);
