@@ -4,36 +4,49 @@
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/worker/step_time/step_time_file.h"
+
 namespace kp::agent {
 
-bool MetricsTail::Poll() {
-  std::ifstream in(path_, std::ios::binary);
-  if (!in) return false;
+MetricsTail::MetricsTail(std::string path) {
+  step_times_.path = worker::step_time::StepTimePath(path);
+  metrics_.path = std::move(path);
+}
+
+bool MetricsTail::Follower::Read(const std::function<void(const std::string&)>& line) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return true;
   in.seekg(0, std::ios::end);
   const int64_t size = in.tellg();
-  if (size < offset_) {  // truncated: a new worker writes the file from scratch
-    offset_ = 0;
-    partial_.clear();
+  if (size < offset) {  // truncated: a new worker writes the file from scratch
+    offset = 0;
+    partial.clear();
   }
-  if (size == offset_) return false;
-  const int64_t n = std::min<int64_t>(size - offset_, 1 << 20);
+  if (size == offset) return true;
+  const int64_t n = std::min<int64_t>(size - offset, 1 << 20);
   std::string buf(static_cast<size_t>(n), '\0');
-  in.seekg(offset_);
+  in.seekg(offset);
   in.read(buf.data(), n);
-  offset_ += in.gcount();
+  offset += in.gcount();
   buf.resize(static_cast<size_t>(in.gcount()));
-  partial_ += buf;
-  const int64_t before = progress_.lines;
+  partial += buf;
   size_t start = 0, end;
-  while ((end = partial_.find('\n', start)) != std::string::npos) {
-    ParseLine(partial_.substr(start, end - start));
+  while ((end = partial.find('\n', start)) != std::string::npos) {
+    line(partial.substr(start, end - start));
     start = end + 1;
   }
-  partial_.erase(0, start);
-  if (partial_.size() > (1 << 16)) {  // a "line" that never ends
-    ++progress_.malformed_lines;
-    partial_.clear();
+  partial.erase(0, start);
+  if (partial.size() > (1 << 16)) {  // a "line" that never ends
+    partial.clear();
+    return false;
   }
+  return true;
+}
+
+bool MetricsTail::Poll() {
+  const int64_t before = progress_.lines;
+  if (!metrics_.Read([this](const std::string& l) { ParseLine(l); })) ++progress_.malformed_lines;
+  if (!step_times_.Read([this](const std::string& l) { ParseStepTimeLine(l); })) ++progress_.malformed_lines;
   return progress_.lines > before;
 }
 
@@ -51,6 +64,19 @@ void MetricsTail::ParseLine(const std::string& line) {
   num("step", &progress_.step);
   num("loss", &progress_.loss);
   num("tokens_per_s", &progress_.tokens_per_s);
+  ++progress_.lines;
+}
+
+void MetricsTail::ParseStepTimeLine(const std::string& line) {
+  if (line.find_first_not_of(" \t\r") == std::string::npos) return;
+  auto t = worker::step_time::ParseStepTime(line);
+  if (!t) {
+    ++progress_.malformed_lines;
+    return;
+  }
+  progress_.timed_step = t->step;
+  progress_.compute_s = t->compute_s;
+  progress_.comm_wait_s = t->comm_wait_s;
   ++progress_.lines;
 }
 

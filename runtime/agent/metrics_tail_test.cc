@@ -59,5 +59,34 @@ TEST(MetricsTail, StartsOverWhenTheFileIsTruncated) {
   std::remove(path.c_str());
 }
 
+// Every rank's step-time file (beside its metrics file, which only rank 0
+// writes) carries the rank's own compute time per step.
+TEST(MetricsTail, FollowsTheStepTimeFileBesideIt) {
+  const std::string path = TempPath("g1.rank1") + ".jsonl";
+  const std::string steps = TempPath("g1.rank1") + ".steps.jsonl";
+  std::remove(path.c_str());
+  std::remove(steps.c_str());
+  MetricsTail tail(path);
+  EXPECT_FALSE(tail.Poll());
+  EXPECT_EQ(tail.progress().timed_step, -1);
+  Append(steps, "{\"step\":0,\"rank\":1,\"compute_s\":0.25,\"comm_wait_s\":0.001}\n{\"step\":1,\"ra");
+  EXPECT_TRUE(tail.Poll());
+  EXPECT_EQ(tail.progress().timed_step, 0);
+  EXPECT_DOUBLE_EQ(tail.progress().compute_s, 0.25);
+  EXPECT_DOUBLE_EQ(tail.progress().comm_wait_s, 0.001);
+  EXPECT_EQ(tail.progress().step, 0);  // no metrics line: progress unchanged
+  Append(steps, "nk\":1,\"compute_s\":0.3125,\"comm_wait_s\":0.0}\n{\"step\": 9, \"loss\": 1}\n");
+  EXPECT_TRUE(tail.Poll());
+  EXPECT_EQ(tail.progress().timed_step, 1);
+  EXPECT_DOUBLE_EQ(tail.progress().compute_s, 0.3125);
+  EXPECT_EQ(tail.progress().malformed_lines, 1);  // a metrics line in the step-time file
+  Append(path, "{\"step\": 1, \"loss\": 2.5}\n");
+  EXPECT_TRUE(tail.Poll());
+  EXPECT_EQ(tail.progress().step, 1);
+  EXPECT_EQ(tail.progress().timed_step, 1);
+  std::remove(path.c_str());
+  std::remove(steps.c_str());
+}
+
 }  // namespace
 }  // namespace kp::agent

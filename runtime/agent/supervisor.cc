@@ -268,6 +268,12 @@ std::vector<v1::WorkerReport> Supervisor::Reports() const {
       r.set_step(w.metrics->progress().step);
       r.set_loss(w.metrics->progress().loss);
       r.set_tokens_per_s(w.metrics->progress().tokens_per_s);
+      // The rank's own step time (every rank), for straggler detection.
+      if (w.metrics->progress().timed_step >= 0) {
+        r.set_timed_step(w.metrics->progress().timed_step);
+        r.set_compute_s(w.metrics->progress().compute_s);
+        r.set_comm_wait_s(w.metrics->progress().comm_wait_s);
+      }
     }
     out.push_back(std::move(r));
   }

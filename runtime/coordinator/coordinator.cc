@@ -91,6 +91,9 @@ absl::Status Coordinator::Load() {
   }
   for (auto& [id, entry] : jobs_) {
     if (!entry.events.empty()) entry.next_sequence += kSequenceGapAfterRestart;
+    // Fault history, excluded devices, a pending wait and the straggler
+    // detector of a running generation, from the persisted events.
+    recovery_.Restore(entry.status, entry.events, entry.assignments);
     v1::JobState s = entry.status.state();
     if (s == v1::JOB_STATE_SUBMITTED) {
       KP_RETURN_IF_ERROR(Transition(entry, v1::JOB_STATE_QUEUED, "queued after coordinator restart", nullptr));
@@ -119,6 +122,44 @@ v1::JobEvent Coordinator::StateEvent(const v1::JobStatus& next, const std::strin
   e.set_message(message);
   e.set_time_micros(clock_->NowMicros());
   return e;
+}
+
+v1::JobEvent Coordinator::StragglerJobEvent(const v1::JobStatus& job, const straggler::StragglerEvent& ev) {
+  v1::JobEvent e;
+  e.set_job_id(job.job_id());
+  e.set_type(v1::EVENT_TYPE_STRAGGLER);
+  e.set_state(job.state());
+  e.set_generation(job.generation());
+  e.set_rank(ev.rank);
+  e.set_device(ev.device);
+  e.set_straggler(ev.straggler);
+  e.set_step_time_s(ev.step_time_s);
+  e.set_median_step_time_s(ev.median_s);
+  e.set_message(ev.message);
+  e.set_time_micros(clock_->NowMicros());
+  return e;
+}
+
+std::vector<v1::JobEvent> Coordinator::FaultEvents(const v1::JobStatus& job, const std::vector<std::string>& history,
+                                                   size_t from) {
+  std::vector<v1::JobEvent> out;
+  for (size_t i = from; i < history.size(); ++i) {
+    v1::JobEvent e;
+    e.set_job_id(job.job_id());
+    e.set_type(v1::EVENT_TYPE_FAULT);
+    e.set_state(job.state());
+    e.set_generation(job.generation());
+    e.set_message(history[i]);
+    // "excluded <agent#index>: why": the device a restart must avoid.
+    constexpr char kExcluded[] = "excluded ";
+    if (history[i].rfind(kExcluded, 0) == 0) {
+      const size_t start = sizeof(kExcluded) - 1;
+      e.set_device(history[i].substr(start, history[i].find(": ", start) - start));
+    }
+    e.set_time_micros(clock_->NowMicros());
+    out.push_back(std::move(e));
+  }
+  return out;
 }
 
 absl::Status Coordinator::Commit(JobEntry& entry, const v1::JobStatus& next,
@@ -335,8 +376,16 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
     if (assigned == entry.assignments.end()) continue;
     entry.reports[r.rank()] = r;
     entry.started.insert(r.rank());
-    for (const auto& ev : recovery_.OnProgress(entry.status, r.rank(), r.step(), clock_->NowMicros())) {
+    // Straggler verdicts (from the ranks' own step times) are job events,
+    // persisted: `kprun watch` shows them and they outlive a restart.
+    std::vector<v1::JobEvent> verdicts;
+    for (const auto& ev : recovery_.OnReport(entry.status, r, clock_->NowMicros())) {
       spdlog::warn("job {}: {}", r.job_id(), ev.message);
+      verdicts.push_back(StragglerJobEvent(entry.status, ev));
+    }
+    if (!verdicts.empty()) {
+      absl::Status st = Commit(entry, entry.status, nullptr, std::move(verdicts));
+      if (!st.ok()) spdlog::error("persisting a straggler verdict of job {}: {}", r.job_id(), st.ToString());
     }
     touched.insert(r.job_id());
     valid.push_back(&r);
@@ -433,8 +482,17 @@ void Coordinator::Fault(JobEntry& entry, const std::string& message, const recov
   f.time_micros = now;
   // The recovery policy decides: requeue for generation g+1 (placed by
   // Schedule through recovery_.Place) or fail with the history of causes.
+  // What it adds to the job's history (this fault, devices it excludes)
+  // becomes FAULT events, so a restarted coordinator knows it too.
+  const size_t known = recovery_.History(cur.job_id()).size();
   const recovery::Decision decision = recovery_.OnFault(cur, f, now);
-  if (decision.action == recovery::Action::kIgnore) return;
+  std::vector<v1::JobEvent> events = FaultEvents(cur, recovery_.History(cur.job_id()), known);
+  if (decision.action == recovery::Action::kIgnore) {
+    if (events.empty()) return;
+    absl::Status st = Commit(entry, cur, nullptr, std::move(events));
+    if (!st.ok()) spdlog::error("persisting a fault of job {}: {}", cur.job_id(), st.ToString());
+    return;
+  }
   std::vector<v1::Assignment> none;
   v1::JobEvent worker;
   worker.set_job_id(cur.job_id());
@@ -462,7 +520,9 @@ void Coordinator::Fault(JobEntry& entry, const std::string& message, const recov
     recovery_.Forget(cur.job_id());
     spdlog::warn("job {} failed: {}", cur.job_id(), decision.reason);
   }
-  absl::Status st = Commit(entry, next, &none, {worker, StateEvent(next, next.message())});
+  events.insert(events.begin(), worker);
+  events.push_back(StateEvent(next, next.message()));
+  absl::Status st = Commit(entry, next, &none, std::move(events));
   if (!st.ok()) spdlog::error("persisting the fault of job {}: {}", cur.job_id(), st.ToString());
 }
 

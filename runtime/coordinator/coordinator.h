@@ -114,6 +114,10 @@ class Coordinator {
   absl::Status Commit(JobEntry& entry, const v1::JobStatus& next, const std::vector<v1::Assignment>* assignments,
                       std::vector<v1::JobEvent> events);
   v1::JobEvent StateEvent(const v1::JobStatus& next, const std::string& message);
+  v1::JobEvent StragglerJobEvent(const v1::JobStatus& job, const straggler::StragglerEvent& ev);
+  // FAULT events for history[from..]: faults and excluded devices.
+  std::vector<v1::JobEvent> FaultEvents(const v1::JobStatus& job, const std::vector<std::string>& history,
+                                        size_t from);
   absl::Status Transition(JobEntry& entry, v1::JobState state, const std::string& message,
                           const std::vector<v1::Assignment>* assignments, std::vector<v1::JobEvent> extra = {});
   void Fault(JobEntry& entry, const std::string& message, const recovery::Failure& failure);

@@ -75,6 +75,13 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecRoots& roots) {
   if (spec.priority() < -1000 || spec.priority() > 1000) return Invalid("priority", "must be in [-1000, 1000]");
   if (spec.max_restarts() < 0 || spec.max_restarts() > 100) return Invalid("max_restarts", "must be in [0, 100]");
   if (spec.max_restarts() > 0 && !spec.elastic()) return Invalid("max_restarts", "needs elastic: true");
+  if (spec.min_dp() != 0) {
+    if (spec.min_dp() < 1 || spec.min_dp() > spec.dp()) {
+      return Invalid("min_dp", "must be in [1, dp = " + std::to_string(spec.dp()) + "] (got " +
+                                   std::to_string(spec.min_dp()) + "; 0 = unset)");
+    }
+    if (!spec.elastic()) return Invalid("min_dp", "needs elastic: true (only an elastic job shrinks)");
+  }
 
   if (spec.labels_size() > 16) return Invalid("labels", "at most 16");
   for (const auto& [k, v] : spec.labels()) {

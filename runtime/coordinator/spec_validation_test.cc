@@ -71,6 +71,20 @@ TEST_F(SpecValidationTest, ErrorsNameTheField) {
               absl::StatusCode::kInvalidArgument, "precision");
   ExpectError(bad([](auto& s) { s.set_priority(5000); }), absl::StatusCode::kInvalidArgument, "priority");
   ExpectError(bad([](auto& s) { s.set_max_restarts(2); }), absl::StatusCode::kInvalidArgument, "max_restarts");
+  // min_dp: 1 <= min_dp <= dp (dp = 2 here), and only for elastic jobs.
+  ExpectError(bad([](auto& s) { s.set_elastic(true), s.set_min_dp(3); }), absl::StatusCode::kInvalidArgument,
+              "min_dp");
+  ExpectError(bad([](auto& s) { s.set_elastic(true), s.set_min_dp(-1); }), absl::StatusCode::kInvalidArgument,
+              "min_dp");
+  ExpectError(bad([](auto& s) { s.set_min_dp(1); }), absl::StatusCode::kInvalidArgument, "min_dp");
+  {
+    v1::JobSpec ok = Good();
+    ok.set_elastic(true);
+    for (int m : {1, 2}) {
+      ok.set_min_dp(m);
+      EXPECT_TRUE(ValidateJobSpec(ok, roots_).ok()) << m;
+    }
+  }
   ExpectError(bad([](auto& s) { s.mutable_checkpoint()->set_every_steps(-1); }),
               absl::StatusCode::kInvalidArgument, "checkpoint.every_steps");
   ExpectError(bad([](auto& s) { s.mutable_checkpoint()->set_resume(true); }), absl::StatusCode::kInvalidArgument,

@@ -194,6 +194,14 @@ void JobRecovery::ExcludeDevice(const std::string& agent_id, int device_index, c
   }
 }
 
+void JobRecovery::Restore(std::vector<std::string> history, const std::set<std::pair<std::string, int>>& excluded,
+                          int64_t last_failed_generation, std::optional<int64_t> waiting_since_micros) {
+  history_ = std::move(history);
+  excluded_ = excluded;
+  last_failed_generation_ = last_failed_generation;
+  waiting_since_micros_ = waiting_since_micros;
+}
+
 bool JobRecovery::IsExcluded(const std::string& agent_id, int device_index) const {
   return excluded_.count({agent_id, device_index}) > 0;
 }

@@ -136,6 +136,11 @@ class JobRecovery {
   // When the wait for the next generation began (the fault), if waiting.
   std::optional<int64_t> waiting_since() const { return waiting_since_micros_; }
   const std::vector<std::string>& history() const { return history_; }
+  // After a coordinator restart: the state its persisted FAULT events
+  // record (history lines, excluded devices, the newest failed generation,
+  // and when the wait began if the job still waits for its next generation).
+  void Restore(std::vector<std::string> history, const std::set<std::pair<std::string, int>>& excluded,
+               int64_t last_failed_generation, std::optional<int64_t> waiting_since_micros);
   // "3 faults: ...; ...; ..." for FAILED messages.
   std::string HistoryText() const;
 

@@ -5,6 +5,20 @@
 #include "runtime/coordinator/recovery/batch_config.h"
 
 namespace kp::coordinator::recovery {
+namespace {
+
+// "agent#index" -> (agent, index).
+std::optional<std::pair<std::string, int>> ParseDevice(const std::string& device) {
+  const auto hash = device.rfind('#');
+  if (hash == std::string::npos || hash + 1 >= device.size()) return std::nullopt;
+  try {
+    return std::make_pair(device.substr(0, hash), std::stoi(device.substr(hash + 1)));
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+}
+
+}  // namespace
 
 JobShape ShapeOf(const v1::JobSpec& spec) {
   JobShape s;
@@ -14,7 +28,9 @@ JobShape ShapeOf(const v1::JobSpec& spec) {
   s.max_restarts = spec.max_restarts();
   s.min_dp = spec.dp();
   auto it = spec.labels().find(kMinDpLabel);
-  if (it != spec.labels().end()) {
+  if (spec.min_dp() > 0) {
+    if (spec.min_dp() <= spec.dp()) s.min_dp = spec.min_dp();
+  } else if (it != spec.labels().end()) {
     try {
       const int v = std::stoi(it->second);
       if (v >= 1 && v <= spec.dp()) s.min_dp = v;
@@ -55,10 +71,9 @@ Decision RecoverySet::OnFault(const v1::JobStatus& job, const Failure& failure, 
   if (config_.exclude_stragglers && g != generations_.end() && g->second.generation == failure.generation &&
       g->second.detector) {
     for (const auto& device : g->second.detector->StragglerDevices()) {
-      const auto hash = device.rfind('#');
-      if (hash == std::string::npos) continue;
-      r.ExcludeDevice(device.substr(0, hash), std::stoi(device.substr(hash + 1)),
-                      "straggler in generation " + std::to_string(failure.generation));
+      auto d = ParseDevice(device);
+      if (!d) continue;
+      r.ExcludeDevice(d->first, d->second, "straggler in generation " + std::to_string(failure.generation));
     }
   }
   return r.OnFailure(failure, now_micros);
@@ -92,6 +107,62 @@ std::vector<straggler::StragglerEvent> RecoverySet::OnProgress(const v1::JobStat
   if (it == generations_.end() || it->second.generation != job.generation() || !it->second.detector) return {};
   it->second.detector->ObserveProgress(rank, step, now_micros);
   return it->second.detector->Evaluate();
+}
+
+std::vector<straggler::StragglerEvent> RecoverySet::OnReport(const v1::JobStatus& job,
+                                                             const v1::WorkerReport& report, int64_t now_micros) {
+  auto it = generations_.find(job.job_id());
+  if (it == generations_.end() || it->second.generation != job.generation() || !it->second.detector) return {};
+  if (report.compute_s() > 0) {
+    it->second.detector->ObserveMeasured(report.rank(), report.timed_step(), report.compute_s());
+  } else {
+    it->second.detector->ObserveProgress(report.rank(), report.step(), now_micros);
+  }
+  return it->second.detector->Evaluate();
+}
+
+std::vector<std::string> RecoverySet::History(const std::string& job_id) const {
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return {};
+  return it->second->history();
+}
+
+bool RecoverySet::IsExcluded(const std::string& job_id, const std::string& device) const {
+  auto it = jobs_.find(job_id);
+  auto d = ParseDevice(device);
+  return it != jobs_.end() && d && it->second->IsExcluded(d->first, d->second);
+}
+
+void RecoverySet::Restore(const v1::JobStatus& job, const std::vector<v1::JobEvent>& events,
+                          const std::vector<v1::Assignment>& assignments) {
+  const v1::JobState state = job.state();
+  if (state == v1::JOB_STATE_COMPLETED || state == v1::JOB_STATE_FAILED || state == v1::JOB_STATE_CANCELLED) return;
+  std::vector<std::string> history;
+  std::set<std::pair<std::string, int>> excluded;
+  int64_t last_failed = -1;
+  std::optional<int64_t> last_fault_micros;
+  for (const auto& e : events) {
+    if (e.type() != v1::EVENT_TYPE_FAULT) continue;
+    history.push_back(e.message());
+    if (!e.device().empty()) {
+      if (auto d = ParseDevice(e.device())) excluded.insert(*d);
+      continue;
+    }
+    if (e.generation() >= last_failed) {
+      last_failed = e.generation();
+      last_fault_micros = e.time_micros();
+    }
+  }
+  if (!history.empty()) {
+    std::optional<int64_t> waiting;
+    if (state == v1::JOB_STATE_QUEUED && last_failed == job.generation()) waiting = last_fault_micros;
+    RecoveryOf(job).Restore(std::move(history), excluded, last_failed, waiting);
+  }
+  if ((state == v1::JOB_STATE_PLACED || state == v1::JOB_STATE_RUNNING) && !assignments.empty()) {
+    std::map<int, std::string> devices;
+    for (const auto& a : assignments) devices[a.rank()] = a.agent_id() + "#" + std::to_string(a.device_index());
+    OnPlaced(job, devices);
+  }
 }
 
 void RecoverySet::Forget(const std::string& job_id) {

@@ -4,9 +4,12 @@
 // devices) and a StragglerDetector per running generation. Not thread-safe:
 // the coordinator calls it under its own mutex. Time comes from the caller.
 //
-// In-memory only: after a coordinator restart a job's restart count comes
-// back from JobStatus.restarts (persisted), its fault history and excluded
-// devices do not.
+// The coordinator persists what this state records as job events: every
+// history line (a fault, an excluded device) as an EVENT_TYPE_FAULT event
+// and every straggler verdict as an EVENT_TYPE_STRAGGLER event. After a
+// coordinator restart Restore() rebuilds a job's fault history, excluded
+// devices and wait from those events, and its restart count comes back from
+// JobStatus.restarts.
 #ifndef KP_RUNTIME_COORDINATOR_RECOVERY_RECOVERY_SET_H_
 #define KP_RUNTIME_COORDINATOR_RECOVERY_RECOVERY_SET_H_
 
@@ -16,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "kp/v1/agent.pb.h"
 #include "kp/v1/job.pb.h"
 #include "runtime/common/status.h"
 #include "runtime/coordinator/recovery/recovery_policy.h"
@@ -23,7 +27,8 @@
 
 namespace kp::coordinator::recovery {
 
-// JobSpec label read as the elastic floor until the spec has a field for it.
+// Deprecated: the JobSpec label read as the elastic floor when the spec's
+// min_dp field is 0 (unset). The field wins when both are given.
 inline constexpr char kMinDpLabel[] = "kp.min_dp";
 
 struct RecoveryConfig {
@@ -33,8 +38,9 @@ struct RecoveryConfig {
   bool exclude_stragglers = false;
 };
 
-// The job's shape as the policy sees it (min_dp from kMinDpLabel, default
-// dp: no shrink unless asked; batch shape from config_yaml when inline).
+// The job's shape as the policy sees it (min_dp from spec.min_dp, else the
+// deprecated kMinDpLabel, else dp: no shrink unless asked; batch shape from
+// config_yaml when inline).
 JobShape ShapeOf(const v1::JobSpec& spec);
 
 // The spec of the next generation: unchanged at full size; with dp and the
@@ -64,6 +70,25 @@ class RecoverySet {
   // straggler verdict changes (log and persist them as job events).
   std::vector<straggler::StragglerEvent> OnProgress(const v1::JobStatus& job, int rank, int64_t step,
                                                     int64_t now_micros);
+  // A heartbeat's report of a rank of the job's current generation: the
+  // rank's measured compute time when it carries one (kp-train reports it
+  // on every rank), else its progress. Returns straggler verdict changes.
+  std::vector<straggler::StragglerEvent> OnReport(const v1::JobStatus& job, const v1::WorkerReport& report,
+                                                  int64_t now_micros);
+
+  // The job's fault history (faults, excluded devices), oldest first; empty
+  // for a job that never faulted.
+  std::vector<std::string> History(const std::string& job_id) const;
+  // Whether `device` ("agent#index") is excluded from the job's placements.
+  bool IsExcluded(const std::string& job_id, const std::string& device) const;
+
+  // After a coordinator restart: rebuilds the job's recovery state from its
+  // persisted events (FAULT events: history lines; those with a device are
+  // exclusions) and, for a placed job, a fresh straggler detector over its
+  // assignments. A QUEUED job whose newest fault ended its current
+  // generation waits again, from that fault's time.
+  void Restore(const v1::JobStatus& job, const std::vector<v1::JobEvent>& events,
+               const std::vector<v1::Assignment>& assignments);
 
   // The job ended: drop its state.
   void Forget(const std::string& job_id);

@@ -29,10 +29,23 @@ void StragglerDetector::Observe(int rank, double step_time_s) {
 
 void StragglerDetector::ObserveProgress(int rank, int64_t step, int64_t time_micros) {
   Rank& r = ranks_[rank];
+  if (r.last_measured_step) return;
   if (r.last_progress && step > r.last_progress->first && time_micros > r.last_progress->second) {
     Observe(rank, (time_micros - r.last_progress->second) / 1e6 / double(step - r.last_progress->first));
   }
   if (!r.last_progress || step != r.last_progress->first) r.last_progress = {step, time_micros};
+}
+
+void StragglerDetector::ObserveMeasured(int rank, int64_t step, double compute_s) {
+  if (!(compute_s > 0)) return;
+  Rank& r = ranks_[rank];
+  if (!r.last_measured_step) {
+    r.times.clear();  // progress-derived so far: not comparable
+  } else if (step <= *r.last_measured_step) {
+    return;
+  }
+  r.last_measured_step = step;
+  Observe(rank, compute_s);
 }
 
 std::optional<double> StragglerDetector::StepTime(int rank) const {

@@ -3,13 +3,15 @@
 // generation (ranks and devices change with the generation).
 //
 // Step times come from progress heartbeats: either measured by the worker
-// and reported (Observe), or derived at the coordinator from successive
-// (step, time) reports of one rank (ObserveProgress: time between reports
-// divided by the steps they advanced). Under synchronous data parallelism
-// every rank advances at the slowest rank's pace, so progress-derived times
-// only separate ranks that do not wait on each other; a worker-measured
-// compute time (before the gradient all-reduce) is the signal that names the
-// slow rank there. The detector is the same for both.
+// and reported (ObserveMeasured: kp-train's per-rank compute time, forward +
+// backward up to the wait for the gradient all-reduce), or derived at the
+// coordinator from successive (step, time) reports of one rank
+// (ObserveProgress: time between reports divided by the steps they
+// advanced). Under synchronous data parallelism every rank advances at the
+// slowest rank's pace, so progress-derived times only separate ranks that do
+// not wait on each other; the measured compute time names the slow rank
+// there. Once a rank reports measured times, its progress-derived ones are
+// dropped (the two do not mix in one window).
 #ifndef KP_RUNTIME_COORDINATOR_STRAGGLER_STRAGGLER_DETECTOR_H_
 #define KP_RUNTIME_COORDINATOR_STRAGGLER_STRAGGLER_DETECTOR_H_
 
@@ -50,8 +52,12 @@ class StragglerDetector {
   // One step time of `rank`, in seconds (> 0; others are ignored).
   void Observe(int rank, double step_time_s);
   // A progress report: `step` reached at `time_micros`. Emits an
-  // observation when the step advanced since the rank's previous report.
+  // observation when the step advanced since the rank's previous report
+  // (ignored for ranks that report measured times).
   void ObserveProgress(int rank, int64_t step, int64_t time_micros);
+  // The rank's own compute time of `step` (one observation per step: a
+  // heartbeat repeating the newest step adds nothing).
+  void ObserveMeasured(int rank, int64_t step, double compute_s);
 
   // Re-evaluates every rank; returns the verdicts that changed.
   std::vector<StragglerEvent> Evaluate();
@@ -72,6 +78,7 @@ class StragglerDetector {
     std::string device;
     std::deque<double> times;
     std::optional<std::pair<int64_t, int64_t>> last_progress;  // step, micros
+    std::optional<int64_t> last_measured_step;
     bool straggler = false;
   };
   StragglerOptions options_;

@@ -106,6 +106,50 @@ TEST(StragglerDetector, PrometheusSamples) {
   EXPECT_NE(StragglerDetector::PrometheusHeader().find("# TYPE kp_rank_straggler gauge"), std::string::npos);
 }
 
+// Synchronous dp: progress advances at the slowest rank's pace on every
+// rank, so progress-derived times are equal; the measured compute times
+// name the slow rank, and a heartbeat repeating a step adds nothing.
+TEST(StragglerDetector, MeasuredComputeTimesNameTheSlowRankUnderSyncDp) {
+  std::mt19937 rng(5);
+  StragglerDetector d({.factor = 1.5, .window = 4, .min_ranks = 2});
+  d.SetDevice(1, "node-1#0");
+  std::vector<StragglerEvent> events;
+  for (int step = 1; step <= 6; ++step) {
+    for (int r = 0; r < 3; ++r) {
+      d.ObserveProgress(r, step, 300'000LL * step);  // lockstep: all equal
+      d.ObserveMeasured(r, step, Noisy(rng, r == 1 ? 0.25 : 0.04));
+      d.ObserveMeasured(r, step, 9.0);  // the same step again: ignored
+      d.ObserveProgress(r, step + 1, 300'000LL * step + 1);  // ignored once measured
+    }
+    auto ev = d.Evaluate();
+    events.insert(events.end(), ev.begin(), ev.end());
+  }
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].rank, 1);
+  EXPECT_EQ(events[0].device, "node-1#0");
+  EXPECT_NEAR(*d.StepTime(1), 0.25, 0.03);
+  EXPECT_NEAR(*d.StepTime(0), 0.04, 0.005);  // no 9.0, no progress-derived 0.3
+  EXPECT_FALSE(d.IsStraggler(0));
+  EXPECT_FALSE(d.IsStraggler(2));
+}
+
+// Two ranks: the median lies between them, so the slow one must be more
+// than factor / (2 - factor) = 3x the fast one (factor 1.5) to be flagged.
+TEST(StragglerDetector, TwoRanksNeedAWideGap) {
+  StragglerDetector near({.factor = 1.5, .window = 2, .min_ranks = 2});
+  StragglerDetector far({.factor = 1.5, .window = 2, .min_ranks = 2});
+  for (int step = 0; step < 2; ++step) {
+    near.ObserveMeasured(0, step, 0.1);
+    near.ObserveMeasured(1, step, 0.28);
+    far.ObserveMeasured(0, step, 0.1);
+    far.ObserveMeasured(1, step, 0.32);
+  }
+  EXPECT_TRUE(near.Evaluate().empty());
+  auto ev = far.Evaluate();
+  ASSERT_EQ(ev.size(), 1u);
+  EXPECT_EQ(ev[0].rank, 1);
+}
+
 TEST(Median, OddAndEven) {
   EXPECT_DOUBLE_EQ(Median({3, 1, 2}), 2);
   EXPECT_DOUBLE_EQ(Median({4, 1, 3, 2}), 2.5);
