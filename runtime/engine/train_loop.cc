@@ -12,14 +12,14 @@
 namespace kp::engine {
 namespace {
 
-absl::Status CheckBatch(const at::Tensor& batch, const TrainingConfig& t, int64_t step,
-                        int micro) {
-  if (batch.dim() != 2 || batch.size(0) != t.micro_batch || batch.size(1) != t.seq_len + 1 ||
+absl::Status CheckBatch(const at::Tensor& batch, const TrainingConfig& t, int64_t micro_batch,
+                        int64_t step, int micro) {
+  if (batch.dim() != 2 || batch.size(0) != micro_batch || batch.size(1) != t.seq_len + 1 ||
       batch.scalar_type() != at::kLong) {
     return absl::InvalidArgumentError(absl::StrCat(
         "batch of step ", step, " micro-step ", micro, " has shape ", c10::str(batch.sizes()),
         " and dtype ", c10::toString(batch.scalar_type()), "; expected int64 [",
-        t.micro_batch, ", ", t.seq_len + 1, "] (training.micro_batch, training.seq_len + 1)"));
+        micro_batch, ", ", t.seq_len + 1, "] (training.micro_batch, training.seq_len + 1)"));
   }
   return absl::OkStatus();
 }
@@ -44,6 +44,15 @@ absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
     actx.cp_rank = options.cp_rank;
     actx.cp_size = options.cp_size;
   }
+  // What makes long sequences fit (host-offloaded checkpoints, MLP tiles)
+  // is a property of the run, not of the model's shape: set it here.
+  model.set_long_context({t.offload_checkpoints, t.mlp_tile_tokens});
+  // The data-parallel layout; an in-process recovery may change it, never
+  // the global batch (micro_batch * grad_accum * dp_world).
+  DpLayout layout;
+  layout.dp_world = options.dp_world;
+  layout.micro_batch = t.micro_batch;
+  layout.grad_accum = t.grad_accum;
   const int64_t tokens_per_step = t.micro_batch * t.seq_len * t.grad_accum * options.dp_world;
   const double flops_per_token =
       TrainingFlopsPerToken(config.model, model.NumParameters(/*include_embedding=*/false), t.seq_len);
@@ -57,34 +66,54 @@ absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
     optimizer.ZeroGrad();
 
     // Forward and backward over grad_accum micro-batches; each loss is scaled
-    // by 1/grad_accum so the accumulated gradient is that of the mean.
-    at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
-    for (int micro = 0; micro < t.grad_accum; ++micro) {
-      KP_ASSIGN_OR_RETURN(at::Tensor batch, data.Batch(step, micro));
-      KP_RETURN_IF_ERROR(CheckBatch(batch, t, step, micro));
-      batch = batch.to(device);
-      at::Tensor inputs = batch.narrow(1, 0, t.seq_len);
-      at::Tensor targets = batch.narrow(1, 1, t.seq_len);
-      if (options.cp_size > 1) {
-        KP_ASSIGN_OR_RETURN(inputs, data::ZigzagShard(inputs, 1, options.cp_rank, options.cp_size));
-        KP_ASSIGN_OR_RETURN(targets, data::ZigzagShard(targets, 1, options.cp_rank, options.cp_size));
+    // by 1/grad_accum so the accumulated gradient is that of the mean. Then
+    // the data-parallel sync: after it every rank holds the same averaged
+    // gradients. Nothing here touches the weights, so a step that failed
+    // (a dead peer) can be redone after an in-process recovery.
+    at::Tensor loss_sum;
+    auto forward_backward_sync = [&]() -> absl::Status {
+      loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+      for (int micro = 0; micro < layout.grad_accum; ++micro) {
+        KP_ASSIGN_OR_RETURN(at::Tensor batch, data.Batch(step, micro));
+        KP_RETURN_IF_ERROR(CheckBatch(batch, t, layout.micro_batch, step, micro));
+        batch = batch.to(device);
+        at::Tensor inputs = batch.narrow(1, 0, t.seq_len);
+        at::Tensor targets = batch.narrow(1, 1, t.seq_len);
+        if (options.cp_size > 1) {
+          KP_ASSIGN_OR_RETURN(inputs, data::ZigzagShard(inputs, 1, options.cp_rank, options.cp_size));
+          KP_ASSIGN_OR_RETURN(targets, data::ZigzagShard(targets, 1, options.cp_rank, options.cp_size));
+        }
+        // With cp > 1 this is the mean over this rank's shard; the gradient
+        // average over all dp * cp ranks then equals that of the global mean.
+        at::Tensor loss = model.Loss(inputs, targets, actx, t.loss_chunk_tokens);
+        sync.PrepareForBackward(/*last_micro_step=*/micro == layout.grad_accum - 1);
+        (loss / static_cast<double>(layout.grad_accum)).backward();
+        loss_sum += loss.detach().to(at::kDouble);
       }
-      // With cp > 1 this is the mean over this rank's shard; the gradient
-      // average over all dp * cp ranks then equals that of the global mean.
-      at::Tensor loss = model.Loss(inputs, targets, actx, t.loss_chunk_tokens);
-      sync.PrepareForBackward(/*last_micro_step=*/micro == t.grad_accum - 1);
-      (loss / static_cast<double>(t.grad_accum)).backward();
-      loss_sum += loss.detach().to(at::kDouble);
+      return sync.Finish();
+    };
+    absl::Status attempt = forward_backward_sync();
+    int redone = 0;
+    while (!attempt.ok() && options.recovery != nullptr && !absl::IsCancelled(attempt)) {
+      // Each recovery loses at least one rank: more than dp_world of them in
+      // one step means something else is failing.
+      if (++redone > options.dp_world) {
+        return absl::Status(attempt.code(), absl::StrCat("step ", step, " failed again after ",
+                                                         redone - 1, " recoveries: ",
+                                                         attempt.message()));
+      }
+      KP_ASSIGN_OR_RETURN(layout, options.recovery->Recover(step, attempt));
+      ++result.recoveries;
+      optimizer.ZeroGrad();
+      attempt = forward_backward_sync();
     }
-
-    // Data parallel: after this every rank holds the same averaged gradients.
-    KP_RETURN_IF_ERROR(sync.Finish());
+    KP_RETURN_IF_ERROR(attempt);
 
     // NaN check before anything touches the weights. The decision uses the
     // synchronised gradient norm, so every rank decides the same way.
     at::Tensor grad_norm_t = GlobalGradNorm(optimizer.parameters());
     const double grad_norm = grad_norm_t.item<double>();
-    const double loss = loss_sum.item<double>() / static_cast<double>(t.grad_accum);
+    const double loss = loss_sum.item<double>() / static_cast<double>(layout.grad_accum);
     const bool finite = std::isfinite(grad_norm) && std::isfinite(loss);
     if (!finite && t.nan_policy == NanPolicy::kStop) {
       return absl::InternalError(absl::StrCat(
@@ -114,7 +143,7 @@ absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
     m.time_s = seconds;
     m.tokens_per_s = static_cast<double>(tokens_per_step) / seconds;
     m.mfu = options.peak_flops > 0 ? flops_per_token * m.tokens_per_s /
-                                         (options.peak_flops * options.dp_world * options.cp_size)
+                                         (options.peak_flops * layout.dp_world * options.cp_size)
                                    : 0.0;
     m.peak_mem_bytes = PeakMemoryBytes(device);
     m.skipped = !finite;

@@ -49,6 +49,28 @@ class CheckpointSink {
   virtual absl::Status Save(int64_t next_step, Transformer& model, Optimizer& optimizer) = 0;
 };
 
+// Who reads which share of a step's fixed global batch: micro_batch *
+// grad_accum * dp_world samples per step, whatever dp_world is.
+struct DpLayout {
+  int dp_rank = 0;
+  int dp_world = 1;
+  int64_t micro_batch = 0;
+  int64_t grad_accum = 1;
+};
+
+// In-process recovery from a dead data-parallel peer (optional). When a step
+// fails before its optimizer update (its gradient sync, or another
+// collective of the step), the loop asks Recover(); it either re-forms the
+// group over the survivors, points the BatchSource at this rank's new share,
+// and returns the layout to redo the step with (gradients are zeroed and the
+// step runs again from the state the rank still holds), or returns the error
+// that ends the run (normally `error` itself, annotated).
+class DpRecovery {
+ public:
+  virtual ~DpRecovery() = default;
+  virtual absl::StatusOr<DpLayout> Recover(int64_t step, const absl::Status& error) = 0;
+};
+
 struct TrainLoopOptions {
   int64_t start_step = 0;  // first step to run (> 0 after a resume)
   int64_t end_step = 0;    // one past the last step
@@ -59,12 +81,14 @@ struct TrainLoopOptions {
   int cp_rank = 0;
   int cp_size = 1;
   double peak_flops = 0;    // per device; 0: MFU reported as 0 (devices = dp * cp)
+  DpRecovery* recovery = nullptr;  // not owned; null: a failed step ends the run
 };
 
 struct TrainResult {
   int64_t next_step = 0;     // where a resume would continue
   std::vector<double> losses;  // per step run (NaN for skipped steps)
   int64_t skipped_steps = 0;
+  int64_t recoveries = 0;      // steps redone after an in-process re-formation
   double final_loss = 0;       // mean loss of the last min(10, steps) finite steps
   double mean_tokens_per_s = 0;  // excluding the first step (warm-up)
   // The data's entropy rate in nats/token when known (the built-in corpus;

@@ -225,3 +225,118 @@ TEST(TrainLoopTest, BadBatchShapeIsAnError) {
 
 }  // namespace
 }  // namespace kp::engine
+
+namespace kp::engine {
+namespace {
+
+// Batches cut from a fixed stream of samples (sample g a pure function of g),
+// so a step's global batch is the same however it is split into micro-steps.
+class SampleStream final : public BatchSource {
+ public:
+  explicit SampleStream(const Config& c) : c_(c), micro_batch_(c.training.micro_batch) {}
+  absl::StatusOr<at::Tensor> Batch(int64_t step, int micro) override {
+    const int64_t global = c_.training.micro_batch * c_.training.grad_accum;
+    std::vector<at::Tensor> rows;
+    for (int64_t i = 0; i < micro_batch_; ++i) {
+      const int64_t g = step * global + micro * micro_batch_ + i;
+      at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(7919 * g + 1);
+      const int64_t t = c_.training.seq_len + 1, v = c_.model.vocab_size;
+      at::Tensor start = at::randint(v, {1, 1}, gen, at::kLong);
+      at::Tensor stride = at::randint(1, 4, {1, 1}, gen, at::kLong);
+      rows.push_back((start + stride * at::arange(t, at::kLong).unsqueeze(0)).remainder(v));
+    }
+    return at::cat(rows);
+  }
+  void set_micro_batch(int64_t b) { micro_batch_ = b; }
+
+ private:
+  Config c_;
+  int64_t micro_batch_;
+};
+
+// Fails the sync of one step once, after its backward has run (as a dead
+// peer would), with the given code.
+class FailOnce final : public GradientSync {
+ public:
+  FailOnce(int64_t step, absl::StatusCode code) : step_(step), code_(code) {}
+  void PrepareForBackward(bool) override {}
+  absl::Status Finish() override {
+    if (calls_++ == step_) return absl::Status(code_, "peer died (test)");
+    return absl::OkStatus();
+  }
+
+ private:
+  int64_t step_;
+  absl::StatusCode code_;
+  int64_t calls_ = 0;
+};
+
+// Re-splits the global batch into twice as many micro-steps of half the size.
+class HalveMicroBatch final : public DpRecovery {
+ public:
+  explicit HalveMicroBatch(SampleStream* data) : data_(data) {}
+  absl::StatusOr<DpLayout> Recover(int64_t step, const absl::Status& error) override {
+    if (!absl::IsUnavailable(error)) return error;
+    steps.push_back(step);
+    DpLayout l;
+    l.micro_batch = 2;
+    l.grad_accum = 4;
+    data_->set_micro_batch(2);
+    return l;
+  }
+  std::vector<int64_t> steps;
+
+ private:
+  SampleStream* data_;
+};
+
+absl::StatusOr<TrainResult> TrainOn(TrainRun& run, const Config& c, BatchSource& data,
+                                    GradientSync& sync, DpRecovery* recovery) {
+  NullMetrics metrics;
+  TrainLoopOptions o;
+  o.end_step = c.training.steps;
+  o.recovery = recovery;
+  return TrainLoop(c, *run.model, *run.optimizer, data, sync, nullptr, metrics, o);
+}
+
+// A step whose sync failed is redone with the recovered layout from the
+// state the rank still holds: the result matches the run that never failed
+// (same samples per step; only the float summation order changes).
+TEST(TrainLoopRecoveryTest, FailedStepIsRedoneWithTheNewLayout) {
+  Config c = TinyConfig(6);
+  TrainRun straight(c);
+  SampleStream straight_data(c);
+  GradientSync none;
+  auto a = TrainOn(straight, c, straight_data, none, nullptr);
+  ASSERT_TRUE(a.ok()) << a.status();
+
+  TrainRun recovered(c);
+  SampleStream data(c);
+  FailOnce sync(/*step=*/3, absl::StatusCode::kUnavailable);
+  HalveMicroBatch recovery(&data);
+  auto b = TrainOn(recovered, c, data, sync, &recovery);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(recovery.steps, std::vector<int64_t>{3});
+  EXPECT_EQ(b->recoveries, 1);
+  ASSERT_EQ(b->losses.size(), 6u);
+  for (int s = 0; s < 6; ++s) EXPECT_NEAR(a->losses[s], b->losses[s], 1e-5) << "step " << s;
+  auto pa = straight.model->named_parameters();
+  for (const auto& p : recovered.model->named_parameters()) {
+    const double diff = (p.value() - pa[p.key()]).abs().max().item<double>();
+    EXPECT_LT(diff, 1e-5) << p.key();
+  }
+}
+
+TEST(TrainLoopRecoveryTest, UnrecoveredErrorEndsTheRun) {
+  Config c = TinyConfig(4);
+  TrainRun run(c);
+  SampleStream data(c);
+  FailOnce sync(/*step=*/1, absl::StatusCode::kInternal);
+  HalveMicroBatch recovery(&data);
+  auto r = TrainOn(run, c, data, sync, &recovery);
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInternal);
+  EXPECT_TRUE(recovery.steps.empty());
+}
+
+}  // namespace
+}  // namespace kp::engine
