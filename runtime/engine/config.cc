@@ -247,6 +247,14 @@ absl::Status ParseData(Section s, DataConfig* d) {
   return s.CheckNoUnknown();
 }
 
+absl::Status ParseFault(Section s, FaultConfig* f) {
+  KP_RETURN_IF_ERROR(s.CheckIsMap());
+  KP_RETURN_IF_ERROR(s.Bool("in_process_shrink", &f->in_process_shrink));
+  KP_RETURN_IF_ERROR(s.Int("shrink_window_ms", &f->shrink_window_ms, 0));
+  KP_RETURN_IF_ERROR(s.Int("min_dp", &f->min_dp, 1));
+  return s.CheckNoUnknown();
+}
+
 absl::Status Invalid(const Config& c, const std::string& field, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(c.source, ": ", field, ": ", what));
 }
@@ -303,6 +311,19 @@ absl::Status ValidateConfig(const Config& c) {
                    absl::StrCat("must be a multiple of 2 * parallel.cp (", 2 * c.parallel.cp,
                                 ") for the zigzag layout, got ", t.seq_len));
   }
+  if (c.fault.in_process_shrink && c.parallel.cp > 1) {
+    return Invalid(c, "fault.in_process_shrink",
+                   absl::StrCat("needs parallel.cp == 1 (a dead rank takes a shard of every "
+                                "sequence of its cp group with it), got cp ", c.parallel.cp));
+  }
+  if (c.fault.in_process_shrink && c.precision == Precision::kFp8) {
+    return Invalid(c, "fault.in_process_shrink",
+                   "not with precision fp8 (a redone step would update the amax history twice)");
+  }
+  if (c.fault.min_dp > c.parallel.dp) {
+    return Invalid(c, "fault.min_dp", absl::StrCat("must be <= parallel.dp (", c.parallel.dp,
+                                                   "), got ", c.fault.min_dp));
+  }
   if (c.data.corpus == DataConfig::Corpus::kBuiltin &&
       c.data.builtin.vocab_size() > m.vocab_size) {
     return Invalid(c, "data.builtin.num_symbols",
@@ -337,6 +358,7 @@ absl::StatusOr<Config> ParseConfig(const std::string& yaml_text, const std::stri
   }
   KP_RETURN_IF_ERROR(ParseParallel(top.Sub("parallel"), &c.parallel));
   KP_RETURN_IF_ERROR(ParseData(top.Sub("data"), &c.data));
+  KP_RETURN_IF_ERROR(ParseFault(top.Sub("fault"), &c.fault));
   // The FP8 library owns its section's schema (runtime/fp8/options_yaml.h);
   // the worker parses it where FP8 is linked, with the same unknown-key rule.
   c.fp8_yaml = top.Raw("fp8");

@@ -91,12 +91,27 @@ struct DataConfig {
   BuiltinCorpusConfig builtin;
 };
 
+// What a run does when a peer fails (docs/FAULT_TOLERANCE.md).
+struct FaultConfig {
+  // Survivors of a dead data-parallel peer re-form their communicator
+  // in-process (no restart), split the same global batch among themselves and
+  // redo the failed step from the state they hold. Needs parallel.cp == 1 and
+  // precision other than fp8; otherwise the restart path.
+  bool in_process_shrink = false;
+  // How long survivors wait for each other to agree who is alive; 0: twice
+  // the communicator timeout plus 5 s (it must exceed that timeout).
+  int64_t shrink_window_ms = 0;
+  // Fewer data-parallel ranks left than this: no shrink, the restart path.
+  int64_t min_dp = 1;
+};
+
 struct Config {
   ModelConfig model;
   TrainingConfig training;
   Precision precision = Precision::kFp32;
   ParallelConfig parallel;
   DataConfig data;
+  FaultConfig fault;
   // The optional `fp8:` section as YAML text (recipe, amax history, margin,
   // allow_fallback, autotune...), parsed by runtime/fp8 in the worker.
   std::string fp8_yaml;

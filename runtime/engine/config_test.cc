@@ -100,6 +100,27 @@ TEST(ConfigTest, CrossFieldChecksNameTheField) {
   EXPECT_NE(ErrorOf(bad_d).find("model.n_heads"), std::string::npos);
 }
 
+TEST(ConfigTest, FaultSection) {
+  auto plain = ParseConfig(kMinimal, "test.yaml");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_FALSE(plain->fault.in_process_shrink);
+  auto on = ParseConfig(std::string(kMinimal) +
+                            "fault:\n  in_process_shrink: true\n  shrink_window_ms: 4000\n",
+                        "test.yaml");
+  ASSERT_TRUE(on.ok()) << on.status();
+  EXPECT_TRUE(on->fault.in_process_shrink);
+  EXPECT_EQ(on->fault.shrink_window_ms, 4000);
+  EXPECT_NE(ErrorOf(std::string(kMinimal) + "fault:\n  in_process_shrnk: true\n")
+                .find("fault.in_process_shrnk"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(std::string(kMinimal) + "fault:\n  min_dp: 9\n").find("fault.min_dp"),
+            std::string::npos);
+  EXPECT_NE(ErrorOf(std::string(kMinimal) +
+                    "parallel:\n  dp: 2\n  cp: 2\nfault:\n  in_process_shrink: true\n")
+                .find("fault.in_process_shrink: needs parallel.cp == 1"),
+            std::string::npos);
+}
+
 TEST(ConfigTest, Fp8NeedsAnFp8Linear) {
   std::string text = std::string(kMinimal) + "precision: fp8\n";
   std::string msg = ErrorOf(text);
