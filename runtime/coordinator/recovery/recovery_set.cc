@@ -1,5 +1,6 @@
 #include "runtime/coordinator/recovery/recovery_set.h"
 
+#include <algorithm>
 #include <sstream>
 
 #include "runtime/coordinator/recovery/batch_config.h"
@@ -156,7 +157,12 @@ void RecoverySet::Restore(const v1::JobStatus& job, const std::vector<v1::JobEve
   if (!history.empty()) {
     std::optional<int64_t> waiting;
     if (state == v1::JOB_STATE_QUEUED && last_failed == job.generation()) waiting = last_fault_micros;
-    RecoveryOf(job).Restore(std::move(history), excluded, last_failed, waiting);
+    // JobStatus.restarts counts a restart when the fault requeues the job;
+    // the policy counts it when the next generation is placed.
+    const int restarts = waiting ? std::max(0, job.restarts() - 1) : job.restarts();
+    auto r = std::make_unique<JobRecovery>(ShapeOf(job.spec()), config_.policy, restarts);
+    r->Restore(std::move(history), excluded, last_failed, waiting);
+    jobs_[job.job_id()] = std::move(r);
   }
   if ((state == v1::JOB_STATE_PLACED || state == v1::JOB_STATE_RUNNING) && !assignments.empty()) {
     std::map<int, std::string> devices;

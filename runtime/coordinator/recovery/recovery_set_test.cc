@@ -55,6 +55,18 @@ TEST(ShapeOf, ReadsLayoutLabelAndBatch) {
   EXPECT_EQ(ShapeOf(Job(4, true, 3, "9").spec()).min_dp, 4);  // above dp: ignored
 }
 
+// JobSpec.min_dp is the elastic floor; the kp.min_dp label is its
+// deprecated alias, read only when the field is unset (0).
+TEST(ShapeOf, MinDpFieldWinsOverTheDeprecatedLabel) {
+  v1::JobStatus job = Job(4, true, 3);
+  job.mutable_spec()->set_min_dp(3);
+  EXPECT_EQ(ShapeOf(job.spec()).min_dp, 3);
+  (*job.mutable_spec()->mutable_labels())[kMinDpLabel] = "1";
+  EXPECT_EQ(ShapeOf(job.spec()).min_dp, 3);
+  job.mutable_spec()->set_min_dp(0);
+  EXPECT_EQ(ShapeOf(job.spec()).min_dp, 1);
+}
+
 TEST(RecoverySet, ShrinkRewritesTheSpecKeepingTheGlobalBatch) {
   RecoverySet set({});
   v1::JobStatus job = Job(4, true, 3, "2");
