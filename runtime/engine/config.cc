@@ -1,5 +1,6 @@
 #include "runtime/engine/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -192,6 +193,8 @@ absl::Status ParseTraining(Section s, TrainingConfig* t) {
        {"selective", ActivationCheckpointing::kSelective},
        {"full", ActivationCheckpointing::kFull}}));
   KP_RETURN_IF_ERROR(s.Int("loss_chunk_tokens", &t->loss_chunk_tokens, 1));
+  KP_RETURN_IF_ERROR(s.Bool("offload_checkpoints", &t->offload_checkpoints));
+  KP_RETURN_IF_ERROR(s.Int("mlp_tile_tokens", &t->mlp_tile_tokens, 0));
   KP_RETURN_IF_ERROR(s.Enum<NanPolicy>("nan_policy", &t->nan_policy,
                                        {{"skip", NanPolicy::kSkip}, {"stop", NanPolicy::kStop}}));
   KP_RETURN_IF_ERROR(s.Int("log_every", &t->log_every, 1));
@@ -305,6 +308,19 @@ absl::Status ValidateConfig(const Config& c) {
   if (t.warmup_steps > t.steps) {
     return Invalid(c, "training.warmup_steps", absl::StrCat("must be <= training.steps (",
                                                             t.steps, "), got ", t.warmup_steps));
+  }
+  if (t.offload_checkpoints && t.activation_checkpointing != ActivationCheckpointing::kFull) {
+    return Invalid(c, "training.offload_checkpoints",
+                   absl::StrCat("needs training.activation_checkpointing: full (only whole-block "
+                                "checkpoints are offloaded), got ",
+                                ActivationCheckpointingName(t.activation_checkpointing)));
+  }
+  // Tiles cut this rank's part of the sequence (all of it, or 1/cp of it).
+  if (const int64_t local = t.seq_len / std::max<int64_t>(c.parallel.cp, 1);
+      t.mlp_tile_tokens > local) {
+    return Invalid(c, "training.mlp_tile_tokens",
+                   absl::StrCat("must be 0 (off) or at most the tokens per rank (training.seq_len / "
+                                "parallel.cp = ", local, "), got ", t.mlp_tile_tokens));
   }
   if (c.parallel.cp > 1 && t.seq_len % (2 * c.parallel.cp) != 0) {
     return Invalid(c, "training.seq_len",

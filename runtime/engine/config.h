@@ -47,6 +47,11 @@ struct TrainingConfig {
   uint64_t seed = 1234;
   ActivationCheckpointing activation_checkpointing = ActivationCheckpointing::kNone;
   int64_t loss_chunk_tokens = 8192;
+  // Long sequences on one device (configs/README.md): block inputs kept in
+  // pinned host memory (needs activation_checkpointing full), and the MLP
+  // computed mlp_tile_tokens positions at a time (0: off).
+  bool offload_checkpoints = false;
+  int64_t mlp_tile_tokens = 0;
   NanPolicy nan_policy = NanPolicy::kSkip;
   int64_t log_every = 10;
   int64_t checkpoint_every = 0;  // 0: only at the end of the run

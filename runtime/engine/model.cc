@@ -4,6 +4,7 @@
 #include <set>
 
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/nn/modules/container/modulelist.h>
 
 #include "runtime/engine/recompute.h"
@@ -55,31 +56,46 @@ std::vector<at::Tensor> Block::Params(const std::string& prefix) const {
   return out;
 }
 
+std::vector<at::Tensor> Block::MlpParams() const {
+  std::vector<at::Tensor> params = Params("mlp_norm.");
+  for (const at::Tensor& p : Params("gate_up.")) params.push_back(p);
+  for (const at::Tensor& p : Params("down.")) params.push_back(p);
+  return params;
+}
+
+at::Tensor Block::MlpResidual(const at::Tensor& h, int64_t tile) {
+  if (tile <= 0) return h + MlpBranch(h);
+  // Position-wise, so tiles along T are independent; the 2 x ffn_hidden wide
+  // gate/up activations then exist for one tile at a time.
+  return TiledCall([this](const at::Tensor& t) { return t + MlpBranch(t); }, h, MlpParams(),
+                   /*dim=*/1, tile);
+}
+
 at::Tensor Block::Forward(const at::Tensor& x, const RopeTable& rope, const AttentionContext& actx,
-                          ActivationCheckpointing checkpointing) {
+                          ActivationCheckpointing checkpointing, int64_t mlp_tile_tokens,
+                          const CheckpointOffload& offload) {
   switch (checkpointing) {
     case ActivationCheckpointing::kNone: {
       at::Tensor h = x + AttentionBranch(x, rope, actx);
-      return h + MlpBranch(h);
+      return MlpResidual(h, mlp_tile_tokens);
     }
     case ActivationCheckpointing::kSelective: {
       // The MLP holds the widest activations (3 x ffn_hidden per token);
       // attention keeps its own (flash/cuDNN already store only out + lse).
       at::Tensor h = x + AttentionBranch(x, rope, actx);
-      std::vector<at::Tensor> params = Params("mlp_norm.");
-      for (const at::Tensor& p : Params("gate_up.")) params.push_back(p);
-      for (const at::Tensor& p : Params("down.")) params.push_back(p);
+      if (mlp_tile_tokens > 0) return MlpResidual(h, mlp_tile_tokens);  // tiles recompute
       return h + CheckpointedCall([this](const at::Tensor& in) { return MlpBranch(in); }, h,
-                                  params);
+                                  MlpParams());
     }
     case ActivationCheckpointing::kFull: {
-      // Only the block's input survives forward; the rest is recomputed.
+      // Only the block's input survives forward (on the device or, with
+      // offload, in host memory); the rest is recomputed.
       return CheckpointedCall(
-          [this, rope, actx](const at::Tensor& in) {
+          [this, rope, actx, mlp_tile_tokens](const at::Tensor& in) {
             at::Tensor h = in + AttentionBranch(in, rope, actx);
-            return h + MlpBranch(h);
+            return MlpResidual(h, mlp_tile_tokens);
           },
-          x, parameters(/*recurse=*/true));
+          x, parameters(/*recurse=*/true), offload);
     }
   }
   KP_CHECK(false);
@@ -109,7 +125,27 @@ at::Tensor Transformer::Hidden(const at::Tensor& tokens, const AttentionContext&
   KP_CHECK(tokens.dim() == 2 && actx.positions.defined() && actx.positions.size(0) == tokens.size(1));
   at::Tensor x = at::embedding(embedding_, tokens).to(compute_dtype_);
   RopeTable rope = MakeRopeTable(actx.positions, config_.head_dim(), config_.rope_theta, compute_dtype_);
-  for (auto& block : blocks_) x = block->Forward(x, rope, actx, checkpointing_);
+  // Offloading: block i's input goes to host memory in forward; block i's
+  // backward fetches it and starts fetching block i-1's. The last block's
+  // input stays: its backward comes first.
+  std::shared_ptr<ActivationOffloader> offloader;
+  if (long_context_.offload_checkpoints && checkpointing_ == ActivationCheckpointing::kFull &&
+      at::GradMode::is_enabled()) {
+    offloader = MakeActivationOffloader(x.device());
+  }
+  int64_t previous_slot = -1;
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    CheckpointOffload offload;
+    int64_t slot = -1;
+    if (offloader) {
+      offload.offloader = offloader;
+      offload.stash = i + 1 < blocks_.size();
+      offload.prefetch_slot = previous_slot;
+      offload.stashed_slot = &slot;
+    }
+    x = blocks_[i]->Forward(x, rope, actx, checkpointing_, long_context_.mlp_tile_tokens, offload);
+    previous_slot = slot;
+  }
   return final_norm_->Forward(x);
 }
 

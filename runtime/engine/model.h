@@ -23,8 +23,20 @@
 #include "runtime/engine/config.h"
 #include "runtime/engine/layers.h"
 #include "runtime/engine/linear.h"
+#include "runtime/engine/recompute.h"
 
 namespace kp::engine {
+
+// What makes long sequences fit on one device (training.offload_checkpoints,
+// training.mlp_tile_tokens; configs/README.md).
+struct LongContextOptions {
+  // With full checkpointing: the blocks' saved inputs wait in pinned host
+  // memory between forward and backward (all but the last block's).
+  bool offload_checkpoints = false;
+  // > 0: the MLP branch (norm, gate/up, SwiGLU, down, residual add) runs this
+  // many positions at a time, forward and backward (TiledCall).
+  int64_t mlp_tile_tokens = 0;
+};
 
 class Block : public torch::nn::Module {
  public:
@@ -32,8 +44,11 @@ class Block : public torch::nn::Module {
         Attention* attention);
 
   // x: [B, T, d] in the compute dtype.
+  // mlp_tile_tokens and offload: see LongContextOptions (offload applies to
+  // kFull only).
   at::Tensor Forward(const at::Tensor& x, const RopeTable& rope, const AttentionContext& actx,
-                     ActivationCheckpointing checkpointing);
+                     ActivationCheckpointing checkpointing, int64_t mlp_tile_tokens = 0,
+                     const CheckpointOffload& offload = {});
 
   // The two residual branches (without the residual add), for tests.
   at::Tensor AttentionBranch(const at::Tensor& x, const RopeTable& rope,
@@ -42,6 +57,9 @@ class Block : public torch::nn::Module {
 
  private:
   std::vector<at::Tensor> Params(const std::string& prefix) const;
+  std::vector<at::Tensor> MlpParams() const;
+  // h + MlpBranch(h), in tiles of `tile` positions when tile > 0.
+  at::Tensor MlpResidual(const at::Tensor& h, int64_t tile);
 
   int64_t n_heads_, n_kv_heads_, head_dim_;
   Attention* attention_;
@@ -79,11 +97,14 @@ class Transformer : public torch::nn::Module {
   const ModelConfig& config() const { return config_; }
   at::ScalarType compute_dtype() const { return compute_dtype_; }
   void set_checkpointing(ActivationCheckpointing c) { checkpointing_ = c; }
+  void set_long_context(const LongContextOptions& o) { long_context_ = o; }
+  const LongContextOptions& long_context() const { return long_context_; }
 
  private:
   ModelConfig config_;
   at::ScalarType compute_dtype_;
   ActivationCheckpointing checkpointing_;
+  LongContextOptions long_context_;
   std::shared_ptr<Attention> attention_;
   at::Tensor embedding_;  // [V, d]
   std::vector<std::shared_ptr<Block>> blocks_;

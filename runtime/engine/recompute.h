@@ -4,7 +4,9 @@
 //    again, with grad, in backward (activation checkpointing of a block);
 //  - ChunkedCrossEntropy computes the loss of head(hidden) a chunk of tokens
 //    at a time, forward and backward, so the [tokens, vocab] logits never
-//    exist at once.
+//    exist at once;
+//  - TiledCall runs a position-wise fn (the MLP) over tiles of the sequence,
+//    forward and backward, so fn's wide activations exist for one tile only.
 // Both recompute exactly what the forward computed: fn must be deterministic
 // (no dropout, no RNG) and must not change module state.
 #ifndef KP_RUNTIME_ENGINE_RECOMPUTE_H_
@@ -14,17 +16,38 @@
 #include <functional>
 #include <vector>
 
+#include <memory>
+
 #include <ATen/core/Tensor.h>
+
+#include "runtime/engine/offload.h"
 
 namespace kp::engine {
 
 using TensorFn = std::function<at::Tensor(const at::Tensor&)>;
 
+// Where a checkpointed call keeps its saved input (default: on the device).
+struct CheckpointOffload {
+  std::shared_ptr<ActivationOffloader> offloader;  // null: no offloading
+  bool stash = false;           // keep x in the offloader instead of the graph
+  int64_t prefetch_slot = -1;   // slot to start fetching back when this call's
+                                // backward begins (the previous block's input)
+  int64_t* stashed_slot = nullptr;  // receives x's slot (-1 when not stashed)
+};
+
 // Returns fn(x). `params` are the tensors fn reads that need gradients (the
 // block's parameters): their gradients come out of the recomputation. Under
 // no-grad mode it simply calls fn.
 at::Tensor CheckpointedCall(const TensorFn& fn, const at::Tensor& x,
-                            const std::vector<at::Tensor>& params);
+                            const std::vector<at::Tensor>& params,
+                            const CheckpointOffload& offload = {});
+
+// Returns fn(x) for a position-wise fn (row s of the output depends only on
+// row s of the input along `dim`, e.g. norm + MLP over [B, T, d] with dim 1),
+// computed `tile` positions at a time. Only x is kept for backward, which
+// recomputes and backpropagates one tile at a time; `params` as above.
+at::Tensor TiledCall(const TensorFn& fn, const at::Tensor& x,
+                     const std::vector<at::Tensor>& params, int64_t dim, int64_t tile);
 
 // mean over the N rows of cross_entropy(head(hidden[n]), targets[n]).
 // hidden: [N, d]; targets: int64 [N]; head maps [n, d] -> [n, V] logits

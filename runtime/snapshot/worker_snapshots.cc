@@ -1,0 +1,148 @@
+#include "runtime/snapshot/worker_snapshots.h"
+
+#include <ATen/ATen.h>
+
+#include "absl/strings/str_cat.h"
+#include "runtime/engine/log.h"
+
+namespace kp::snapshot {
+
+SnapshotSender::SnapshotSender(const WorkerSnapshotOptions& options, int rank, int world_size, Capture capture)
+    : options_(options), rank_(rank), world_size_(world_size), capture_(std::move(capture)) {
+  ClientOptions co;
+  co.token = options_.token;
+  co.timeout_ms = options_.timeout_ms;
+  for (const auto& t : options_.targets) clients_.push_back(std::make_unique<SnapshotClient>(t, co));
+  thread_ = std::thread([this] { Loop(); });
+}
+
+SnapshotSender::~SnapshotSender() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    pending_.reset();
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+void SnapshotSender::Offer(int64_t next_step) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.offered;
+    if (busy_ || pending_) {
+      ++stats_.dropped;
+      return;
+    }
+  }
+  absl::StatusOr<std::pair<ckpt::CheckpointState, Parts>> got = capture_(next_step);
+  if (!got.ok()) {
+    engine::LogWarning("snapshot of step " + std::to_string(next_step) + " not taken: " + got.status().ToString());
+    return;
+  }
+  Pending p;
+  p.key = Key{options_.job_id, rank_, next_step, options_.generation, world_size_};
+  p.state = std::move(got->first);
+  // Host copies now: the next optimizer step changes the live tensors.
+  for (const auto& [part, tensors] : got->second) {
+    ckpt::TensorMap& out = p.parts[part];
+    for (const auto& [name, t] : tensors) {
+      out.emplace(name, t.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true).contiguous());
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_ = std::move(p);
+  }
+  cv_.notify_all();
+}
+
+void SnapshotSender::Loop() {
+  for (;;) {
+    Pending p;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || pending_.has_value(); });
+      if (stop_) return;
+      p = std::move(*pending_);
+      pending_.reset();
+      busy_ = true;
+    }
+    int ok = 0, failed = 0;
+    absl::StatusOr<std::string> image = EncodeSnapshot(p.key, p.state, p.parts);
+    if (!image.ok()) {
+      engine::LogWarning("snapshot of step " + std::to_string(p.key.step) + " not encoded: " + image.status().ToString());
+      failed = static_cast<int>(clients_.size());
+    } else {
+      for (auto& c : clients_) {
+        absl::Status st = c->Put(p.key, *image);
+        if (st.ok()) {
+          ++ok;
+        } else {
+          ++failed;
+          engine::LogWarning("snapshot of step " + std::to_string(p.key.step) + " not kept: " + st.ToString());
+        }
+      }
+    }
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.sent += ok;
+      stats_.failed += failed;
+      if (failed == 0 && ok > 0) stats_.last_step = p.key.step;
+      busy_ = false;
+    }
+    cv_.notify_all();
+  }
+}
+
+void SnapshotSender::Drain() {
+  std::unique_lock<std::mutex> lock(mu_);
+  cv_.wait(lock, [&] { return stop_ || (!busy_ && !pending_.has_value()); });
+}
+
+SenderStats SnapshotSender::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return stats_;
+}
+
+absl::StatusOr<at::Tensor> SnapshotEveryK::Batch(int64_t step, int micro_step) {
+  if (micro_step == 0 && every_ > 0 && step > start_step_ && step % every_ == 0) sender_->Offer(step);
+  return inner_->Batch(step, micro_step);
+}
+
+absl::StatusOr<ckpt::LoadedCheckpoint> FetchSnapshot(const WorkerSnapshotOptions& options, int rank,
+                                                     int world_size, const std::string& model_hash) {
+  if (options.resume_address.empty() || options.resume_step < 0) {
+    return absl::InvalidArgumentError("no snapshot to resume from was named");
+  }
+  ClientOptions co;
+  co.token = options.token;
+  co.timeout_ms = options.timeout_ms;
+  SnapshotClient client(options.resume_address, co);
+  // The transport checks size, checksum and key.
+  KP_ASSIGN_OR_RETURN(Fetched f, client.Get(options.job_id, rank, options.resume_step));
+  const std::string name = absl::StrCat("snapshot@", options.resume_address);
+  KP_ASSIGN_OR_RETURN(DecodedSnapshot d, DecodeSnapshot(f.bytes, name));
+  auto bad = [&](const std::string& why) { return absl::DataLossError(name + ": " + why); };
+  if (d.key.job_id != options.job_id || d.key.rank != rank || d.key.step != options.resume_step) {
+    return bad("holds " + d.key.ToString() + ", not job " + options.job_id + " rank " + std::to_string(rank) +
+               " step " + std::to_string(options.resume_step));
+  }
+  if (d.key.world_size != world_size) {
+    return bad(absl::StrCat("taken with ", d.key.world_size, " ranks, this run has ", world_size));
+  }
+  if (!model_hash.empty() && !d.checkpoint.state.config_hash.empty() && d.checkpoint.state.config_hash != model_hash) {
+    return bad("saved for model " + d.checkpoint.state.config_hash + ", config has " + model_hash);
+  }
+  return std::move(d.checkpoint);
+}
+
+absl::StatusOr<bool> AllRanksAgree(comm::Communicator* comm, bool mine) {
+  if (comm == nullptr || comm->size() == 1) return mine;
+  at::Tensor flag = at::full({1}, mine ? 1.0f : 0.0f, at::kFloat);
+  if (comm->backend() == "nccl") flag = flag.cuda();
+  KP_RETURN_IF_ERROR(comm->AllReduce(flag, comm::ReduceOp::kMin));
+  return flag.cpu().item<float>() > 0.5f;
+}
+
+}  // namespace kp::snapshot
