@@ -28,6 +28,7 @@ absl::Status Agent::Register() {
   info->set_agent_id(options_.agent_id);
   info->set_hostname(options_.hostname);
   info->set_version("kp-agent/1");
+  info->set_snapshot_address(options_.snapshot_address);
   for (const auto& d : options_.devices) *info->add_devices() = d;
   v1::RegisterAgentResponse resp;
   KP_RETURN_IF_ERROR(rpc::FromGrpc(stub_->RegisterAgent(Context().get(), req, &resp)));
@@ -41,9 +42,17 @@ absl::Status Agent::Heartbeat() {
   v1::HeartbeatRequest req;
   req.set_agent_id(options_.agent_id);
   for (auto& r : supervisor_->Reports()) *req.add_workers() = std::move(r);
+  if (options_.snapshots != nullptr) {
+    for (auto& h : options_.snapshots->Holdings()) *req.add_snapshots() = std::move(h);
+  }
   v1::HeartbeatResponse resp;
   KP_RETURN_IF_ERROR(rpc::FromGrpc(stub_->Heartbeat(Context().get(), req, &resp)));
   supervisor_->Reconcile({resp.assignments().begin(), resp.assignments().end()});
+  // Snapshots of ended jobs go; those of a job between generations stay
+  // (that is when they are needed).
+  if (options_.snapshots != nullptr && resp.snapshot_jobs_listed()) {
+    options_.snapshots->RetainJobs({resp.snapshot_jobs().begin(), resp.snapshot_jobs().end()});
+  }
   return absl::OkStatus();
 }
 

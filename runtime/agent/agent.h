@@ -15,6 +15,7 @@
 #include "kp/v1/coordinator.grpc.pb.h"
 #include "runtime/agent/supervisor.h"
 #include "runtime/common/status.h"
+#include "runtime/snapshot/snapshot_store.h"
 
 namespace kp::agent {
 
@@ -27,6 +28,12 @@ struct AgentOptions {
   std::vector<v1::Device> devices;
   int poll_interval_ms = 100;  // supervision and metrics tailing
   int rpc_timeout_ms = 5000;
+  // In-memory snapshots of workers (runtime/snapshot/): the store the
+  // agent's SnapshotService fills, reported in every heartbeat and pruned to
+  // the jobs the coordinator lists; the service's address for peers. Null /
+  // empty: this agent keeps no snapshots.
+  snapshot::SnapshotStore* snapshots = nullptr;
+  std::string snapshot_address;
 };
 
 class Agent {

@@ -17,6 +17,8 @@
 #include "runtime/common/clock.h"
 #include "runtime/common/logging.h"
 #include "runtime/coordinator/rpc.h"
+#include "runtime/snapshot/snapshot_service.h"
+#include "runtime/snapshot/snapshot_store.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"kp-agent: registers this node's devices and supervises its workers"};
@@ -38,6 +40,17 @@ int main(int argc, char** argv) {
   app.add_option("--data_root", sup.data_root, "data_path of jobs resolves under this");
   app.add_option("--checkpoint_root", sup.checkpoint_root, "checkpoint dirs resolve under this");
   app.add_option("--stop_grace_ms", grace_ms, "SIGTERM to SIGKILL")->capture_default_str();
+  std::string snapshot_listen = "0.0.0.0:0", snapshot_host;
+  kp::snapshot::StoreOptions snapshot_store_options;
+  app.add_option("--snapshot_listen", snapshot_listen,
+                 "serve workers' in-memory snapshots here (host:port, port 0 = any; 'off' = keep none)")
+      ->capture_default_str();
+  app.add_option("--snapshot_host", snapshot_host,
+                 "host peers reach the snapshot service at (default: --snapshot_listen's host, or the hostname)");
+  app.add_option("--snapshot_max_bytes", snapshot_store_options.max_bytes, "memory bound of kept snapshots")
+      ->capture_default_str();
+  app.add_option("--snapshot_keep", snapshot_store_options.keep_per_rank, "snapshots kept per (job, rank)")
+      ->capture_default_str();
   app.add_option("--log_level", log_level)->capture_default_str();
   CLI11_PARSE(app, argc, argv);
 
@@ -90,6 +103,21 @@ int main(int argc, char** argv) {
   options.hostname = host;
   options.agent_id = agent_id.empty() ? host : agent_id;
   options.devices = *devices;
+  kp::snapshot::SnapshotStore snapshots(snapshot_store_options);
+  std::unique_ptr<kp::snapshot::SnapshotServer> snapshot_server;
+  if (snapshot_listen != "off" && !snapshot_listen.empty()) {
+    auto server = kp::snapshot::SnapshotServer::Start(snapshot_listen, &snapshots, *token);
+    if (!server.ok()) {
+      spdlog::error("{}", server.status().ToString());
+      return 2;
+    }
+    snapshot_server = std::move(*server);
+    options.snapshots = &snapshots;
+    options.snapshot_address =
+        kp::snapshot::AdvertisedAddress(snapshot_listen, snapshot_host, host, snapshot_server->port());
+    spdlog::info("snapshot service at {} (listening on {}, up to {} bytes)", options.snapshot_address,
+                 snapshot_listen, snapshot_store_options.max_bytes);
+  }
   kp::agent::Agent agent(options, &supervisor);
 
   std::atomic<bool> stop{false};

@@ -93,6 +93,14 @@ absl::StatusOr<std::pair<std::vector<std::string>, std::vector<std::string>>> Wo
   add("--rendezvous", paths.rendezvous_dir);
   add("--metrics_jsonl", paths.metrics);
   if (a.resume()) argv.push_back("--resume");
+  // In-memory snapshots (runtime/snapshot/worker_snapshots.h).
+  if (a.snapshot_every_steps() > 0 && a.snapshot_targets_size() > 0) {
+    add("--snapshot_every", std::to_string(a.snapshot_every_steps()));
+    for (const auto& t : a.snapshot_targets()) add("--snapshot_target", t);
+  }
+  if (a.resume() && !a.resume_snapshot_address().empty()) {
+    add("--resume_snapshot", std::to_string(a.resume_snapshot_step()) + "@" + a.resume_snapshot_address());
+  }
 
   std::vector<std::string> env = {
       "KP_JOB_ID=" + a.job_id(),

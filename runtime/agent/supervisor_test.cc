@@ -168,3 +168,35 @@ TEST_F(SupervisorTest, StopAllEndsEveryWorker) {
 
 }  // namespace
 }  // namespace kp::agent
+
+namespace kp::agent {
+namespace {
+
+TEST(WorkerCommand, PassesSnapshotCadenceTargetsAndResumePoint) {
+  SupervisorOptions o;
+  o.worker_binary = "/opt/kp/kp-train";
+  o.run_root = "/runs";
+  v1::Assignment a = Assign("j1", 2, 1);
+  auto flags = [&] {
+    auto cmd = WorkerCommand(o, a, PathsFor(o, a));
+    EXPECT_TRUE(cmd.ok()) << cmd.status();
+    std::string joined;
+    for (const auto& s : cmd->first) joined += s + " ";
+    return joined;
+  };
+  EXPECT_EQ(flags().find("snapshot"), std::string::npos);  // off unless the job asks
+  a.set_snapshot_every_steps(2);
+  a.add_snapshot_targets("10.0.0.2:7001");
+  a.add_snapshot_targets("10.0.0.3:7001");
+  a.set_resume(true);
+  a.set_resume_snapshot_address("10.0.0.3:7001");
+  a.set_resume_snapshot_step(14);
+  const std::string f = flags();
+  EXPECT_NE(f.find("--snapshot_every 2 --snapshot_target 10.0.0.2:7001 --snapshot_target 10.0.0.3:7001 "),
+            std::string::npos)
+      << f;
+  EXPECT_NE(f.find("--resume_snapshot 14@10.0.0.3:7001 "), std::string::npos) << f;
+}
+
+}  // namespace
+}  // namespace kp::agent

@@ -85,10 +85,14 @@ SnapshotServer::~SnapshotServer() {
   if (server_) server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
 }
 
-std::string AdvertisedAddress(const std::string& listen, const std::string& advertise_host, int port) {
-  std::string host = listen.substr(0, listen.rfind(':'));
-  if (!advertise_host.empty() || host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
+std::string AdvertisedAddress(const std::string& listen, const std::string& advertise_host,
+                              const std::string& hostname, int port) {
+  const size_t colon = listen.rfind(':');
+  std::string host = colon == std::string::npos ? "" : listen.substr(0, colon);
+  if (!advertise_host.empty()) {
     host = advertise_host;
+  } else if (host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::") {
+    host = hostname;
   }
   return absl::StrCat(host, ":", port);
 }

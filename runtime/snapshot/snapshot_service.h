@@ -48,10 +48,11 @@ class SnapshotServer {
   int port_ = 0;
 };
 
-// The address peers reach a server on `listen` at: its host, or
-// `advertise_host` when given or when the host is a wildcard (0.0.0.0, [::]),
-// with the bound port.
-std::string AdvertisedAddress(const std::string& listen, const std::string& advertise_host, int port);
+// The address peers reach a server on `listen` at, with the bound port:
+// `advertise_host` when given, else the listen host unless it is a wildcard
+// (0.0.0.0, [::], empty), else `hostname`.
+std::string AdvertisedAddress(const std::string& listen, const std::string& advertise_host,
+                              const std::string& hostname, int port);
 
 }  // namespace kp::snapshot
 
