@@ -23,6 +23,7 @@
 #include "runtime/fp8/device_check.h"
 #include "runtime/worker/fault/hang_guard.h"
 #include "runtime/worker/fault/step_boundary_stop.h"
+#include "runtime/worker/profile/step_profiler.h"
 #include "runtime/fp8/amax_sync.h"
 #include "runtime/fp8/fp8_linear.h"
 #include "runtime/fp8/options_yaml.h"
@@ -411,8 +412,19 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
                                                             start_step, save_before);
     data = stoppable.get();
   }
+  std::unique_ptr<profile::ProfiledBatches> profiled;
+  if (!options.profile_steps.empty()) {
+    KP_ASSIGN_OR_RETURN(const profile::StepWindow window, profile::ParseStepWindow(options.profile_steps));
+    const std::string trace = options.profile_trace.empty()
+                                  ? options.run_dir + "/profile_rank" + std::to_string(options.rank) + ".json"
+                                  : options.profile_trace;
+    profiled = std::make_unique<profile::ProfiledBatches>(
+        data, window, profile::MakeKinetoRecorder(device.is_cuda()), trace);
+    data = profiled.get();
+  }
   auto result = engine::TrainLoop(config, *model, optimizer, *data, *sync, checkpoints.get(),
                                   *metrics, lo);
+  if (profiled) KP_RETURN_IF_ERROR(profiled->Finish());
   if (checkpoints) {
     absl::Status saved = checkpoints->Wait();
     if (result.ok() && !saved.ok()) return saved;

@@ -47,6 +47,10 @@ struct RunOptions {
   // peer ends the run with DEADLINE_EXCEEDED, exit code 75); 0: the
   // backend's default (5 minutes).
   int64_t comm_timeout_ms = 0;
+  // Profile steps [profile_steps) ("A:B" or "A"; empty: off) and write a
+  // Chrome trace to profile_trace (worker/profile/step_profiler.h).
+  std::string profile_steps;
+  std::string profile_trace;
   // Linear implementations by precision; null: fp32 + bf16 dense.
   const engine::LinearRegistry* linear_registry = nullptr;
   // An already-formed data-parallel group (in-process tests with the fake
