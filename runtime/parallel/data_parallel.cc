@@ -6,6 +6,8 @@
 #include <torch/csrc/autograd/variable.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "runtime/comm/log.h"
 
 namespace kp::parallel {
 
@@ -176,6 +178,96 @@ std::vector<std::chrono::steady_clock::time_point> GradientReducer::bucket_launc
   std::vector<std::chrono::steady_clock::time_point> out;
   for (const Bucket& b : buckets_) out.push_back(b.launch_time);
   return out;
+}
+
+absl::StatusOr<DpShare> LayoutForWorld(int64_t global_batch, int64_t micro_batch,
+                                                int dp_rank, int dp_world) {
+  if (dp_world < 1 || dp_rank < 0 || dp_rank >= dp_world || global_batch % dp_world != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("a global batch of ", global_batch,
+                                                   " samples cannot be split over ", dp_world,
+                                                   " data-parallel ranks"));
+  }
+  const int64_t share = global_batch / dp_world;
+  DpShare l;
+  l.dp_rank = dp_rank;
+  l.dp_world = dp_world;
+  l.micro_batch = std::min(micro_batch, share);
+  while (share % l.micro_batch != 0) --l.micro_batch;
+  l.grad_accum = share / l.micro_batch;
+  return l;
+}
+
+ShrinkRecovery::ShrinkRecovery(comm::ReformableCommunicator* comm, ShrinkRecoveryOptions options)
+    : comm_(comm), options_(std::move(options)) {
+  KP_CHECK(comm_ != nullptr && options_.global_batch > 0 && options_.micro_batch > 0);
+}
+
+absl::StatusOr<DpShare> ShrinkRecovery::Recover(int64_t step, const absl::Status& error) {
+  const bool peer_failure = absl::IsDeadlineExceeded(error) || absl::IsUnavailable(error) ||
+                            absl::IsAborted(error);
+  if (!peer_failure) return error;
+  auto refuse = [&](const std::string& why) {
+    comm::LogError(absl::StrCat("step ", step, ": in-process shrink refused: ", why));
+    return absl::Status(error.code(), absl::StrCat(error.message(), "; in-process shrink refused: ",
+                                                   why, "; the restart path takes over"));
+  };
+  if (options_.sharded_optimizer_state) {
+    return refuse(
+        "ZeRO-1 shards the optimizer state across the data-parallel ranks and the dead rank's "
+        "shard is lost with it (restart from the checkpoint instead)");
+  }
+  comm::LogWarning(absl::StrCat("step ", step, ": data-parallel group of ", comm_->size(),
+                                " failed (", error.message(), "); re-forming over the survivors"));
+  if (options_.before_reform) options_.before_reform();
+  auto reformed = comm_->Reform(options_.agree);
+  if (!reformed.ok()) return refuse(std::string(reformed.status().message()));
+  const int survivors = static_cast<int>(reformed->survivors.size());
+  if (survivors < options_.min_dp) {
+    return refuse(absl::StrCat("only ", survivors, " data-parallel ranks survive, fault.min_dp is ",
+                               options_.min_dp));
+  }
+  if (absl::Status agree = CheckSurvivorsAgree(step); !agree.ok()) {
+    return refuse(std::string(agree.message()));
+  }
+  auto layout = LayoutForWorld(options_.global_batch, options_.micro_batch, comm_->rank(),
+                               comm_->size());
+  if (!layout.ok()) return refuse(std::string(layout.status().message()));
+  if (options_.after_reform) {
+    if (absl::Status s = options_.after_reform(*layout); !s.ok()) {
+      return refuse(std::string(s.message()));
+    }
+  }
+  comm::LogWarning(absl::StrCat(
+      "step ", step, ": generation ", reformed->generation, " of the data-parallel group: ranks [",
+      absl::StrJoin(reformed->survivors, ","), "] of ", reformed->old_size, " survive; this rank is ",
+      layout->dp_rank, " of ", layout->dp_world, ", ", layout->grad_accum, " micro-steps of ",
+      layout->micro_batch, " samples; redoing step ", step));
+  return *layout;
+}
+
+// Everyone's step and a checksum of everyone's weights, max-reduced with
+// their negations: equal maxima and minima mean all survivors agree.
+absl::Status ShrinkRecovery::CheckSurvivorsAgree(int64_t step) {
+  double sum = 0;
+  for (const at::Tensor& p : options_.params) sum += p.detach().to(at::kDouble).sum().item<double>();
+  at::Tensor t = at::tensor({static_cast<double>(step), -static_cast<double>(step), sum, -sum},
+                            at::kDouble);
+  if (!options_.params.empty() && options_.params.front().is_cuda()) {
+    t = t.to(options_.params.front().device());
+  }
+  KP_RETURN_IF_ERROR(comm_->AllReduce(t, comm::ReduceOp::kMax));
+  t = t.cpu();
+  auto a = t.accessor<double, 1>();
+  if (a[0] != -a[1]) {
+    return absl::AbortedError(absl::StrCat(
+        "the survivors stand before different steps (", -a[1], " to ", a[0],
+        "): a rank finished the failed all-reduce and updated its weights"));
+  }
+  if (a[2] != -a[3]) {
+    return absl::AbortedError("the survivors' weights differ (checksums " +
+                              std::to_string(-a[3]) + " to " + std::to_string(a[2]) + ")");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kp::parallel

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -31,6 +32,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "runtime/comm/communicator.h"
+#include "runtime/comm/shrink.h"
 #include "runtime/common/status.h"
 
 namespace torch::autograd {
@@ -100,6 +102,62 @@ class GradientReducer {
   bool finishing_ = false;
   int next_to_launch_ = 0;
   int launched_in_backward_ = 0;
+};
+
+// This rank's share of a fixed global batch of micro_batch * grad_accum *
+// dp_world samples per step (mirrors engine::DpLayout; the engine is not a
+// dependency of this library).
+struct DpShare {
+  int dp_rank = 0;
+  int dp_world = 1;
+  int64_t micro_batch = 0;
+  int64_t grad_accum = 1;
+};
+
+// The layout of a fixed global batch over dp_world ranks: the configured
+// micro-batch if it divides the per-rank share, else the largest one below
+// it that does (more micro-steps, the same samples per step).
+// INVALID_ARGUMENT when global_batch is not a multiple of dp_world.
+absl::StatusOr<DpShare> LayoutForWorld(int64_t global_batch, int64_t micro_batch,
+                                                int dp_rank, int dp_world);
+
+struct ShrinkRecoveryOptions {
+  int64_t global_batch = 0;  // samples per optimizer step, all ranks together
+  int64_t micro_batch = 0;   // the configured one (kept when it still divides)
+  comm::AgreeOptions agree;  // window: see comm/shrink.h
+  int min_dp = 1;            // fewer survivors: the restart path
+  // ZeRO-1: every rank holds only its shard of the optimizer state, and the
+  // dead rank's shard is gone with it; in-process shrink is refused.
+  bool sharded_optimizer_state = false;
+  // Compared across the survivors after the re-formation (their replicas
+  // must be identical; one that finished the failed step's all-reduce and
+  // updated its weights cannot go back).
+  std::vector<at::Tensor> params;
+  // Around the re-formation: e.g. stop a hang guard first; then point the
+  // data at this rank's new share and re-arm the guard. Either may be empty.
+  std::function<void()> before_reform;
+  std::function<absl::Status(const DpShare&)> after_reform;
+};
+
+// The recovery behind engine::DpRecovery for fault.in_process_shrink (the
+// worker adapts it): on a communicator error
+// (DEADLINE_EXCEEDED, UNAVAILABLE, ABORTED) the survivors agree, shrink `comm`
+// in place, check that they all stand before the same step with the same
+// weights, and hand the loop the new layout of the same global batch. Any
+// other error, or a refusal (ZeRO-1, too few survivors, disagreement), ends
+// the run with the original error's code and a message naming why, so the
+// restart path takes over exactly as without this option.
+class ShrinkRecovery {
+ public:
+  // `comm` (not owned) is the data-parallel group the reducer uses.
+  ShrinkRecovery(comm::ReformableCommunicator* comm, ShrinkRecoveryOptions options);
+  absl::StatusOr<DpShare> Recover(int64_t step, const absl::Status& error);
+
+ private:
+  absl::Status CheckSurvivorsAgree(int64_t step);
+
+  comm::ReformableCommunicator* comm_;
+  ShrinkRecoveryOptions options_;
 };
 
 }  // namespace kp::parallel

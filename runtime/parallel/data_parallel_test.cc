@@ -4,6 +4,8 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/nn/modules/linear.h>
 
+#include <functional>
+#include <optional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -83,6 +85,125 @@ TEST(GradientReducerTest, DeadPeerFailsFinishWithDeadline) {
   auto s = red.Finish();
   EXPECT_EQ(s.code(), absl::StatusCode::kDeadlineExceeded) << s;
   EXPECT_NE(s.message().find("bucket"), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace kp::parallel
+
+namespace kp::parallel {
+namespace {
+
+TEST(LayoutForWorldTest, KeepsTheGlobalBatch) {
+  auto a = LayoutForWorld(12, 2, 1, 2);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->micro_batch, 2);
+  EXPECT_EQ(a->grad_accum, 3);
+  EXPECT_EQ(a->dp_rank, 1);
+  auto b = LayoutForWorld(12, 4, 0, 2);  // share 6: 4 does not divide it
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(b->micro_batch * b->grad_accum, 6);
+  EXPECT_EQ(b->micro_batch, 3);
+  EXPECT_EQ(LayoutForWorld(12, 2, 0, 5).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Three ranks over the fake backend; rank 2 dies; the survivors' recovery
+// re-forms the group and returns the layout of the same global batch.
+struct RecoveryRun {
+  comm::FakeWorld world{3, milliseconds(300)};
+  comm::InMemoryStore store;
+  std::vector<std::unique_ptr<comm::ReformableCommunicator>> comms;
+  RecoveryRun() {
+    for (int r = 0; r < 3; ++r) {
+      comms.push_back(std::make_unique<comm::ReformableCommunicator>(world.Join(r), &store, "dp"));
+    }
+  }
+  // Runs fn on ranks 0 and 1 after rank 2 died and their all-reduce failed.
+  std::vector<absl::Status> Survivors(
+      const std::function<absl::Status(int, comm::ReformableCommunicator&, absl::Status)>& fn) {
+    world.Kill(2);
+    std::vector<absl::Status> st(2);
+    std::vector<std::thread> ts;
+    for (int r = 0; r < 2; ++r) {
+      ts.emplace_back([&, r] {
+        at::Tensor t = at::randn({16});
+        absl::Status failed = comms[r]->AllReduce(t, comm::ReduceOp::kAvg);
+        st[r] = fn(r, *comms[r], failed);
+      });
+    }
+    for (auto& t : ts) t.join();
+    return st;
+  }
+};
+
+ShrinkRecoveryOptions Options(const at::Tensor& weights) {
+  ShrinkRecoveryOptions o;
+  o.global_batch = 12;
+  o.micro_batch = 2;
+  o.agree.window = milliseconds(1000);
+  o.params = {weights};
+  return o;
+}
+
+TEST(ShrinkRecoveryTest, SurvivorsGetTheirShareOfTheSameGlobalBatch) {
+  RecoveryRun run;
+  at::Tensor weights = at::randn({5}, at::kDouble);  // identical replicas
+  auto st = run.Survivors([&](int r, comm::ReformableCommunicator& c, absl::Status failed) {
+    if (!absl::IsDeadlineExceeded(failed)) return absl::InternalError(failed.ToString());
+    std::optional<DpShare> seen;
+    ShrinkRecoveryOptions o = Options(weights);
+    o.after_reform = [&](const DpShare& l) {
+      seen = l;
+      return absl::OkStatus();
+    };
+    ShrinkRecovery recovery(&c, o);
+    KP_ASSIGN_OR_RETURN(DpShare l, recovery.Recover(7, failed));
+    if (l.dp_world != 2 || l.dp_rank != r || l.micro_batch != 2 || l.grad_accum != 3 || !seen ||
+        seen->grad_accum != 3) {
+      return absl::InternalError(absl::StrCat("rank ", r, ": layout ", l.dp_rank, "/", l.dp_world,
+                                              " x", l.grad_accum));
+    }
+    at::Tensor t = at::full({4}, double(r + 1), at::kDouble);
+    KP_RETURN_IF_ERROR(c.AllReduce(t, comm::ReduceOp::kSum));  // the new group works
+    return t[0].item<double>() == 3.0 ? absl::OkStatus() : absl::InternalError("bad sum");
+  });
+  for (auto& s : st) EXPECT_TRUE(s.ok()) << s;
+}
+
+TEST(ShrinkRecoveryTest, RefusesWithShardedOptimizerStateAndKeepsTheCode) {
+  RecoveryRun run;
+  at::Tensor weights = at::randn({5}, at::kDouble);
+  auto st = run.Survivors([&](int, comm::ReformableCommunicator& c, absl::Status failed) {
+    ShrinkRecoveryOptions o = Options(weights);
+    o.sharded_optimizer_state = true;
+    ShrinkRecovery recovery(&c, o);
+    auto r = recovery.Recover(7, failed);
+    if (r.status().code() != failed.code() ||
+        r.status().message().find("ZeRO-1") == std::string::npos || c.generation() != 0) {
+      return absl::InternalError(r.status().ToString());
+    }
+    // Not a peer failure: passed through untouched.
+    auto other = recovery.Recover(7, absl::InvalidArgumentError("bad batch"));
+    return other.status() == absl::InvalidArgumentError("bad batch")
+               ? absl::OkStatus()
+               : absl::InternalError(other.status().ToString());
+  });
+  for (auto& s : st) EXPECT_TRUE(s.ok()) << s;
+}
+
+// A survivor that already took the failed step (its all-reduce finished just
+// before the peer died) cannot redo it with the others: refused.
+TEST(ShrinkRecoveryTest, SurvivorsBeforeDifferentStepsAreRefused) {
+  RecoveryRun run;
+  at::Tensor weights = at::randn({5}, at::kDouble);
+  auto st = run.Survivors([&](int r, comm::ReformableCommunicator& c, absl::Status failed) {
+    ShrinkRecovery recovery(&c, Options(weights));
+    auto got = recovery.Recover(7 + r, failed);
+    if (got.ok() || got.status().message().find("different steps") == std::string::npos) {
+      return absl::InternalError(got.status().ToString());
+    }
+    return absl::OkStatus();
+  });
+  for (auto& s : st) EXPECT_TRUE(s.ok()) << s;
 }
 
 }  // namespace
