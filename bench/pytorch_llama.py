@@ -93,7 +93,7 @@ def flops_per_token(m, seq):
     return 6 * n + 12 * L * d * seq
 
 
-def run(mode, m, tcfg, steps, warmup, peak):
+def run(mode, m, tcfg, steps, warmup, peak, profile_dir=""):
     torch.manual_seed(0)
     model = Llama(m).cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
@@ -119,6 +119,15 @@ def run(mode, m, tcfg, steps, warmup, peak):
         loss = step(warmup + i)
     torch.cuda.synchronize()
     dt = time.perf_counter() - t0
+    if profile_dir:
+        # Two more steps under the profiler, after the timed ones so they
+        # do not disturb them (bench/profile_breakdown.py reads the trace).
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for i in range(2):
+                step(i)
+            torch.cuda.synchronize()
+        prof.export_chrome_trace(f"{profile_dir}/pytorch_{mode}.json")
     tps = b * t * steps / dt
     return {"impl": f"pytorch_{mode}", "tokens_per_s": tps,
             "mfu": tps * flops_per_token(m, t) / (peak * 1e12),
@@ -134,10 +143,11 @@ def main():
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--modes", default="eager,compiled")
     p.add_argument("--peak_tflops", type=float, default=989.0)
+    p.add_argument("--profile_dir", default="", help="write pytorch_<mode>.json traces of 2 steps here")
     a = p.parse_args()
     m, tcfg = load_model_config(a.config)
     for mode in a.modes.split(","):
-        r = run(mode, m, tcfg, a.steps, a.warmup, a.peak_tflops)
+        r = run(mode, m, tcfg, a.steps, a.warmup, a.peak_tflops, a.profile_dir)
         print(json.dumps(r), flush=True)
         torch.cuda.empty_cache()
 
