@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "runtime/coordinator/scheduler.h"
+#include "runtime/snapshot/resume_plan.h"
 
 namespace kp::coordinator {
 namespace {
@@ -305,6 +306,7 @@ absl::StatusOr<v1::RegisterAgentResponse> Coordinator::RegisterAgent(const v1::A
   AgentEntry& a = agents_[info.agent_id()];
   a.status.set_state(v1::AGENT_STATE_ALIVE);
   *a.status.mutable_info() = info;
+  a.status.clear_snapshots();  // a (re)started agent holds none until it says so
   a.last_seen_micros = clock_->NowMicros();
   a.status.set_last_heartbeat_micros(a.last_seen_micros);
   KP_RETURN_IF_ERROR(store_->SaveAgent(a.status));
@@ -356,6 +358,9 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
     spdlog::info("agent {} is back", request.agent_id());
     reschedule = true;
   }
+  // In-memory snapshots it holds (runtime/snapshot/): read when a job
+  // restarts (TryPlace). Not persisted: the next heartbeat says it again.
+  *agent.status.mutable_snapshots() = request.snapshots();
 
   // Pass 1: which reports count (current generation, assigned to this
   // agent), and which jobs now have every worker started: they become
@@ -466,11 +471,13 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
 
   v1::HeartbeatResponse resp;
   for (const auto& [id, entry] : jobs_) {
+    if (!IsTerminal(entry.status.state())) resp.add_snapshot_jobs(id);  // the agent drops ended jobs' snapshots
     if (!IsActive(entry.status.state())) continue;
     for (const auto& a : entry.assignments) {
       if (a.agent_id() == request.agent_id()) *resp.add_assignments() = a;
     }
   }
+  resp.set_snapshot_jobs_listed(true);
   return resp;
 }
 
@@ -635,6 +642,27 @@ std::optional<std::vector<v1::Assignment>> Coordinator::TryPlace(const JobEntry&
     a.set_precision(spec.precision());
     a.set_cp_mode(spec.cp_mode());
     out.push_back(std::move(a));
+  }
+  // In-memory snapshots: where each rank sends them and, for a restart,
+  // which surviving set (if any) the new generation resumes from. An agent
+  // counts only if heard from within the settle period: placement waits
+  // that long after a fault, so it was alive after the fault (a dead node's
+  // memory is gone even before its agent is declared lost).
+  if (spec.checkpoint().snapshot_every_steps() > 0) {
+    const int64_t settle = options_.recovery.policy.settle_micros >= 0 ? options_.recovery.policy.settle_micros
+                                                                        : 2 * options_.heartbeat_interval_ms * 1000;
+    const int64_t fresh_since = clock_->NowMicros() - std::max(settle, 2 * options_.heartbeat_interval_ms * 1000);
+    std::vector<snapshot::AgentView> views;
+    for (const auto& [id, ag] : agents_) {
+      snapshot::AgentView v;
+      v.agent_id = id;
+      v.snapshot_address = ag.status.info().snapshot_address();
+      v.usable = ag.status.state() == v1::AGENT_STATE_ALIVE && ag.last_seen_micros >= fresh_since;
+      v.holdings.assign(ag.status.snapshots().begin(), ag.status.snapshots().end());
+      views.push_back(std::move(v));
+    }
+    const std::string why = snapshot::ApplySnapshotPlan(spec, views, &out);
+    if (!why.empty()) spdlog::info("job {}: {}", entry.status.job_id(), why);
   }
   return out;
 }
