@@ -15,6 +15,7 @@
 #include "runtime/comm/store.h"
 #include "runtime/common/files.h"
 #include "runtime/engine/checkpoint/checkpoint_manager.h"
+#include "runtime/engine/checkpoint/rng_state.h"
 #include "runtime/engine/data/markov_corpus.h"
 #include "runtime/engine/data/sampler.h"
 #include "runtime/engine/data/training_data.h"
@@ -24,6 +25,7 @@
 #include "runtime/worker/fault/hang_guard.h"
 #include "runtime/worker/fault/step_boundary_stop.h"
 #include "runtime/worker/profile/step_profiler.h"
+#include "runtime/worker/resume_check.h"
 #include "runtime/fp8/amax_sync.h"
 #include "runtime/fp8/fp8_linear.h"
 #include "runtime/fp8/options_yaml.h"
@@ -74,13 +76,16 @@ class ReducerSync final : public engine::GradientSync {
 };
 
 // Rank 0 saves model and optimizer (replicas are identical after the
-// all-reduce) through the async, atomic checkpoint manager.
+// all-reduce) through the async, atomic checkpoint manager. A save that
+// failed (after the manager's retries) is logged and training goes on: the
+// previous complete checkpoint stays the newest, and the next save is the
+// next try.
 class ManagerCheckpoints final : public engine::CheckpointSink {
  public:
   ManagerCheckpoints(ckpt::CheckpointOptions options, int64_t global_batch, std::string config_hash,
-                     std::shared_ptr<fp8::Fp8Session> fp8)
+                     std::shared_ptr<fp8::Fp8Session> fp8, engine::TrainingConfig training)
       : manager_(std::move(options)), global_batch_(global_batch),
-        config_hash_(std::move(config_hash)), fp8_(std::move(fp8)) {}
+        config_hash_(std::move(config_hash)), fp8_(std::move(fp8)), training_(std::move(training)) {}
   absl::Status Save(int64_t next_step, engine::Transformer& model,
                     engine::Optimizer& optimizer) override {
     ckpt::TensorMap params;
@@ -88,8 +93,14 @@ class ManagerCheckpoints final : public engine::CheckpointSink {
     ckpt::TensorMap optim;
     for (auto& [k, v] : optimizer.StateDict()) optim[k] = v;
     ckpt::CheckpointState state;
-    state.step = next_step;
-    state.data_position = next_step * global_batch_;
+    // What the resumed run must find again (resume_check.h).
+    ResumePoint point;
+    point.step = next_step;
+    point.data_position = next_step * global_batch_;
+    point.learning_rate = engine::LearningRate(training_, next_step);
+    point.cpu_rng = ckpt::CaptureCpuRngState();
+    point.optimizer_step = OptimizerStep(optimizer.StateDict());
+    RecordResumePoint(point, &state);
     state.config_hash = config_hash_;
     state.part_names = {"model", "optimizer"};
     std::map<std::string, ckpt::TensorMap> parts{{"model", params}, {"optimizer", optim}};
@@ -101,6 +112,10 @@ class ManagerCheckpoints final : public engine::CheckpointSink {
       state.part_names.push_back("fp8");
       state.extra["fp8_choices"] = fp8_->EncodeChoices();
     }
+    if (absl::Status previous = manager_.Wait(); !previous.ok()) {
+      engine::LogError("checkpoint failed, training goes on (the previous complete checkpoint stays the "
+                       "newest; saving step " + std::to_string(next_step) + " now): " + previous.ToString());
+    }
     return manager_.SaveAsync(state, parts);
   }
   absl::Status Wait() { return manager_.Wait(); }
@@ -110,6 +125,7 @@ class ManagerCheckpoints final : public engine::CheckpointSink {
   int64_t global_batch_;
   std::string config_hash_;
   std::shared_ptr<fp8::Fp8Session> fp8_;
+  engine::TrainingConfig training_;
 };
 
 std::string CpModeName(engine::CpMode m) {
@@ -215,16 +231,23 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   const bool low_precision = config.precision != engine::Precision::kFp32;
   // Resume point, found first: FP8 restores its per-layer choices from it
   // before the model is built.
+  // The newest checkpoint that loads: a corrupt one is skipped for the one
+  // before it; if every complete one is corrupt, a restart cannot help
+  // (INVALID_ARGUMENT: exit 2).
   std::optional<std::string> resume_dir;
+  std::optional<ckpt::LoadedCheckpoint> resume_loaded;
   ckpt::CheckpointState resume_state;
   if (options.resume) {
-    auto latest = ckpt::CheckpointManager::LatestComplete(options.run_dir);
+    auto latest = ckpt::CheckpointManager::LoadNewestGood(options.run_dir);
     if (latest.ok()) {
-      resume_dir = *latest;
-      KP_ASSIGN_OR_RETURN(resume_state, ckpt::CheckpointManager::LoadState(*latest));
+      resume_dir = latest->dir;
+      resume_state = latest->state;
+      resume_loaded = std::move(*latest);
     } else if (absl::IsNotFound(latest.status())) {
       engine::LogInfo(absl::StrCat("--resume: no complete checkpoint in ", options.run_dir,
                                    "; starting at step 0"));
+    } else if (absl::IsDataLoss(latest.status())) {
+      return absl::InvalidArgumentError(std::string(latest.status().message()));
     } else {
       return latest.status();
     }
@@ -346,7 +369,7 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   // Resume: load the checkpoint found above into model, optimizer and FP8.
   int64_t start_step = 0;
   if (resume_dir) {
-    KP_ASSIGN_OR_RETURN(ckpt::LoadedCheckpoint loaded, ckpt::CheckpointManager::Load(*resume_dir));
+    const ckpt::LoadedCheckpoint& loaded = *resume_loaded;
     if (!loaded.state.config_hash.empty() && loaded.state.config_hash != ModelHash(config)) {
       return absl::InvalidArgumentError(absl::StrCat(*resume_dir, ": saved for model ",
                                                      loaded.state.config_hash, ", config has ",
@@ -359,6 +382,18 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
           std::map<std::string, at::Tensor>(fp8_part->second.begin(), fp8_part->second.end())));
     }
     start_step = loaded.state.step;
+    if (auto rng = loaded.state.rng.find("cpu"); rng != loaded.state.rng.end()) {
+      KP_RETURN_IF_ERROR(ckpt::RestoreCpuRngState(rng->second));
+    }
+    // Validated resume: what this run derives now against what was recorded.
+    ResumePoint restored;
+    restored.step = start_step;
+    restored.data_position = start_step * so.global_batch;  // Sampler::DataPosition
+    restored.learning_rate = engine::LearningRate(t, start_step);
+    restored.cpu_rng = ckpt::CaptureCpuRngState();
+    restored.optimizer_step = OptimizerStep(optimizer.StateDict());
+    KP_RETURN_IF_ERROR(CheckResume(*resume_dir, loaded.state, restored));
+    resume_loaded.reset();  // the tensors are in the model and optimizer now
     engine::LogInfo(absl::StrFormat("resumed from %s at step %d", *resume_dir, start_step));
   }
 
@@ -375,7 +410,7 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     co.run_dir = options.run_dir;
     co.keep_last = static_cast<int>(t.keep_checkpoints);
     checkpoints = std::make_unique<ManagerCheckpoints>(co, so.global_batch, ModelHash(config),
-                                                       fp8_session);
+                                                       fp8_session, t);
   }
   std::string metrics_path = options.metrics_jsonl;
   if (metrics_path.empty() && options.rank == 0) metrics_path = options.run_dir + "/metrics.jsonl";

@@ -31,6 +31,20 @@ std::string TempDir(const std::string& name) {
 
 std::string Runfile(const std::string& path) { return std::filesystem::absolute(path).string(); }
 
+std::string BinaryPath(const std::string& runfile) {
+  namespace fs = std::filesystem;
+  const std::string name = fs::path(runfile).filename().string();
+  if (const char* dir = std::getenv("KP_BIN_DIR"); dir != nullptr && *dir != '\0') {
+    return (fs::path(dir) / name).string();
+  }
+  const std::string in_runfiles = Runfile(runfile);
+  std::error_code ec;
+  if (fs::exists(in_runfiles, ec)) return in_runfiles;
+  const fs::path beside = fs::read_symlink("/proc/self/exe", ec).parent_path() / name;
+  if (!ec && fs::exists(beside, ec)) return beside.string();
+  return in_runfiles;
+}
+
 int FreePort() {
   int fd = ::socket(AF_INET, SOCK_STREAM, 0);
   sockaddr_in addr{};
@@ -43,7 +57,8 @@ int FreePort() {
   return ntohs(addr.sin_port);
 }
 
-Daemon::Daemon(std::vector<std::string> argv, std::string log) : argv_(std::move(argv)), log_(std::move(log)) {}
+Daemon::Daemon(std::vector<std::string> argv, std::string log, std::vector<std::string> env)
+    : argv_(std::move(argv)), log_(std::move(log)), env_(std::move(env)) {}
 
 Daemon::~Daemon() {
   if (handle_ >= 0 && !Stop(SIGTERM, 10000)) Stop(SIGKILL, 5000);
@@ -54,6 +69,7 @@ absl::Status Daemon::Start() {
   spec.argv = argv_;
   spec.stdout_path = log_;
   spec.stderr_path = log_;
+  spec.env = env_;
   KP_ASSIGN_OR_RETURN(handle_, launcher_.Start(spec));
   return absl::OkStatus();
 }
@@ -86,7 +102,7 @@ absl::Status Cluster::Start() {
   std::ofstream(dir_ + "/token") << kToken << "\n";
   std::filesystem::create_directories(dir_ + "/checkpoints");
   address_ = "127.0.0.1:" + std::to_string(FreePort());
-  coordinator_argv_ = {Runfile("runtime/coordinator/kp-coordinator"), "--listen", address_, "--db",
+  coordinator_argv_ = {BinaryPath("runtime/coordinator/kp-coordinator"), "--listen", address_, "--db",
                        dir_ + "/state.db", "--token_file", dir_ + "/token", "--metrics_port", "-1",
                        "--heartbeat_interval_ms", std::to_string(options_.heartbeat_interval_ms),
                        "--heartbeat_timeout_ms", std::to_string(options_.heartbeat_timeout_ms),
@@ -101,28 +117,31 @@ absl::Status Cluster::Start() {
   }
   if (!up) return absl::UnavailableError("kp-coordinator did not come up; see " + coordinator_->log());
   for (int i = 0; i < options_.agents; ++i) {
-    std::vector<std::string> argv = {Runfile("runtime/agent/kp-agent"),
+    std::vector<std::string> argv = {BinaryPath("runtime/agent/kp-agent"),
                                      "--coordinator",
                                      address_,
                                      "--token_file",
                                      dir_ + "/token",
                                      "--agent_id",
                                      "node-" + std::to_string(i),
-                                     "--cpu_slots",
-                                     std::to_string(options_.slots_per_agent),
                                      "--worker_binary",
-                                     Runfile("runtime/worker/kp-train"),
+                                     BinaryPath("runtime/worker/kp-train"),
                                      "--run_root",
                                      run_root(),
                                      "--checkpoint_root",
                                      dir_ + "/checkpoints",
                                      "--stop_grace_ms",
                                      std::to_string(options_.stop_grace_ms)};
+    if (options_.slots_per_agent > 0) {
+      argv.push_back("--cpu_slots");
+      argv.push_back(std::to_string(options_.slots_per_agent));
+    }
     for (const auto& a : options_.extra_worker_args) {
       argv.push_back("--worker_arg=" + a);
     }
     agent_argv_.push_back(argv);
-    agents_.push_back(std::make_unique<Daemon>(argv, dir_ + "/agent-" + std::to_string(i) + ".log"));
+    agents_.push_back(
+        std::make_unique<Daemon>(argv, dir_ + "/agent-" + std::to_string(i) + ".log", options_.agent_env));
     KP_RETURN_IF_ERROR(agents_.back()->Start());
   }
   // Every agent registered with its slots.
@@ -135,7 +154,8 @@ absl::Status Cluster::Start() {
 }
 
 absl::Status Cluster::RestartAgent(int i) {
-  agents_[i] = std::make_unique<Daemon>(agent_argv_[i], dir_ + "/agent-" + std::to_string(i) + ".log");
+  agents_[i] =
+      std::make_unique<Daemon>(agent_argv_[i], dir_ + "/agent-" + std::to_string(i) + ".log", options_.agent_env);
   return agents_[i]->Start();
 }
 

@@ -21,12 +21,19 @@ inline constexpr char kToken[] = "fault-tolerance-token";
 
 std::string TempDir(const std::string& name);
 std::string Runfile(const std::string& path);
+// A kp binary (kp-coordinator, kp-agent, kp-train) given by its runfiles
+// path, e.g. "runtime/agent/kp-agent": $KP_BIN_DIR/<name> when KP_BIN_DIR is
+// set; else the runfile when it exists (bazel test); else <name> beside the
+// test binary itself (a bundle's bin/, tools/build_bundle.sh); else the
+// runfile path (the error then names it).
+std::string BinaryPath(const std::string& runfile);
 int FreePort();
 
 // A daemon child process; SIGTERM on destruction, SIGKILL if it lingers.
 class Daemon {
  public:
-  Daemon(std::vector<std::string> argv, std::string log);
+  // `env`: "KEY=VALUE" entries added to this process's environment.
+  Daemon(std::vector<std::string> argv, std::string log, std::vector<std::string> env = {});
   ~Daemon();
   absl::Status Start();
   void Signal(int sig);
@@ -37,13 +44,17 @@ class Daemon {
  private:
   std::vector<std::string> argv_;
   std::string log_;
+  std::vector<std::string> env_;
   agent::ForkExecLauncher launcher_;
   int64_t handle_ = -1;
 };
 
 struct ClusterOptions {
   int agents = 1;
-  int slots_per_agent = 2;
+  int slots_per_agent = 2;  // CPU slots; 0: the agent offers the GPUs it finds
+  // Added to the agents' environment, which their workers inherit (e.g. the
+  // checkpoint writer's test hooks).
+  std::vector<std::string> agent_env;
   int heartbeat_interval_ms = 200;
   int heartbeat_timeout_ms = 3000;
   int stop_grace_ms = 3000;
