@@ -114,7 +114,7 @@ def main():
     last = long[-1]
     cp.append(result("train_step_1m_tokens_one_gpu_s", last["time_s"], "s", None, None,
                      loss=last["loss"], peak_gpu_mem_bytes=last["peak_mem_bytes"],
-                     tokens=1048576, config="configs/long_context_1gpu.yaml",
+                     tokens=1048576, config="configs/long_context_1gpu_d1024.yaml",
                      command="bench/device_long.sh (LONG_STEPS=2)"))
     write("cp_attention", device, a.date, "bench/device_long.sh", cp)
 

@@ -24,9 +24,29 @@ import time
 
 
 def load_model_config(path):
-    import yaml
-    with open(path) as f:
-        cfg = yaml.safe_load(f)
+    try:
+        import yaml
+        with open(path) as f:
+            cfg = yaml.safe_load(f)
+    except ImportError:  # no PyYAML: the configs are flat two-level mappings
+        cfg, section = {}, None
+        for line in open(path):
+            line = line.split("#")[0].rstrip()
+            if not line.strip():
+                continue
+            key, _, val = line.strip().partition(":")
+            if not line.startswith(" "):
+                section = cfg.setdefault(key, {})
+            elif line.startswith("  ") and not line.startswith("   ") and val.strip():
+                v = val.strip()
+                try:
+                    v = int(v)
+                except ValueError:
+                    try:
+                        v = float(v)
+                    except ValueError:
+                        pass
+                section[key] = v
     return cfg["model"], cfg.get("training", {})
 
 
@@ -114,6 +134,7 @@ def one_length(a):
     """Runs in the child: one or more steps at a.tokens; prints one JSON line."""
     import torch
     torch.backends.cuda.matmul.allow_tf32 = True
+    cuda = a.device == "cuda"
     m, _ = load_model_config(a.config)
     t = a.tokens
     res = {"impl": "pytorch_eager_ckpt", "tokens": t, "ok": False, "reason": "",
@@ -122,18 +143,19 @@ def one_length(a):
     phase = "setup"
     try:
         torch.manual_seed(0)
-        model = build(m).cuda()
+        model = build(m).to(a.device)
         opt = torch.optim.AdamW(model.parameters(), lr=2e-4, weight_decay=0.1, fused=True)
         V = m["vocab_size"]
-        data = torch.randint(0, V, (a.steps, 1, t + 1), device="cuda")
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
+        data = torch.randint(0, V, (a.steps, 1, t + 1), device=a.device)
+        if cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
         times = []
         loss_v = None
         for i in range(a.steps):
             t0 = time.perf_counter()
             phase = f"forward (step {i})"
-            with torch.autocast("cuda", dtype=torch.bfloat16):
+            with torch.autocast(a.device, dtype=torch.bfloat16):
                 loss = model(data[i, :, :-1], data[i, :, 1:], a.chunk)
             phase = f"backward (step {i})"
             loss.backward()
@@ -142,7 +164,8 @@ def one_length(a):
             opt.step()
             opt.zero_grad(set_to_none=True)
             loss_v = float(loss)  # syncs
-            torch.cuda.synchronize()
+            if cuda:
+                torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
         res["loss"] = loss_v
         res["step_times_s"] = times
@@ -156,10 +179,11 @@ def one_length(a):
         res["reason"] = f"CUDA OOM in {phase}: {first[:300]}"
     except RuntimeError as e:
         res["reason"] = f"error in {phase}: {str(e).splitlines()[0][:300]}"
-    res["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    res["peak_gpu_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+    if cuda:
+        res["peak_gpu_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        res["peak_gpu_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
+        res["device"] = torch.cuda.get_device_name()
     res["peak_host_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    res["device"] = torch.cuda.get_device_name()
     res["torch"] = torch.__version__
     print(json.dumps(res), flush=True)
 
@@ -173,6 +197,7 @@ def main():
     p.add_argument("--timeout", type=float, default=300, help="seconds per length")
     p.add_argument("--budget", type=float, default=0, help="total seconds; 0: none")
     p.add_argument("--stop_on_fail", action="store_true", help="stop at the first failure")
+    p.add_argument("--device", default="cuda", help=argparse.SUPPRESS)  # cpu: smoke tests
     p.add_argument("--tokens", type=int, default=0, help=argparse.SUPPRESS)  # child mode
     a = p.parse_args()
     if a.tokens:
@@ -188,7 +213,7 @@ def main():
                                   "reason": "not run: out of time budget"}), flush=True)
                 break
         cmd = [sys.executable, os.path.abspath(__file__), "--config", a.config, "--tokens", str(t),
-               "--steps", str(a.steps), "--chunk", str(a.chunk)]
+               "--steps", str(a.steps), "--chunk", str(a.chunk), "--device", a.device]
         t0 = time.time()
         try:
             out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
