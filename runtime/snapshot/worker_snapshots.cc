@@ -35,21 +35,15 @@ void SnapshotSender::Offer(int64_t next_step) {
       return;
     }
   }
-  absl::StatusOr<std::pair<ckpt::CheckpointState, Parts>> got = capture_(next_step);
-  if (!got.ok()) {
-    engine::LogWarning("snapshot of step " + std::to_string(next_step) + " not taken: " + got.status().ToString());
-    return;
-  }
+  absl::Status st = capture_(next_step);
+  if (!st.ok()) engine::LogWarning("snapshot of step " + std::to_string(next_step) + " not taken: " + st.ToString());
+}
+
+void SnapshotSender::Give(const ckpt::CheckpointState& state, Parts parts) {
   Pending p;
-  p.key = Key{options_.job_id, rank_, next_step, options_.generation, world_size_};
-  p.state = std::move(got->first);
-  // Host copies now: the next optimizer step changes the live tensors.
-  for (const auto& [part, tensors] : got->second) {
-    ckpt::TensorMap& out = p.parts[part];
-    for (const auto& [name, t] : tensors) {
-      out.emplace(name, t.detach().to(at::kCPU, /*non_blocking=*/false, /*copy=*/true).contiguous());
-    }
-  }
+  p.key = Key{options_.job_id, rank_, state.step, options_.generation, world_size_};
+  p.state = state;
+  p.parts = std::move(parts);
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending_ = std::move(p);

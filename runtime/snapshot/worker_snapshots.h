@@ -55,9 +55,10 @@ struct SenderStats {
 
 class SnapshotSender {
  public:
-  // What the disk checkpoint would hold for `next_step`; called on the
-  // training thread (tensors may alias live ones: the sender copies them).
-  using Capture = std::function<absl::StatusOr<std::pair<ckpt::CheckpointState, Parts>>(int64_t next_step)>;
+  // Takes the state before `next_step` on the training thread and hands it
+  // to Give(): in kp-train a checkpoint sink whose CheckpointManager has
+  // `capture` set (the very state and parts a disk checkpoint holds).
+  using Capture = std::function<absl::Status(int64_t next_step)>;
 
   SnapshotSender(const WorkerSnapshotOptions& options, int rank, int world_size, Capture capture);
   // Waits for a send in flight (bounded by timeout_ms per target).
@@ -67,6 +68,8 @@ class SnapshotSender {
 
   // Takes a snapshot of the state before `next_step`, unless one is in flight.
   void Offer(int64_t next_step);
+  // The captured state; `parts` are host copies the sender now owns.
+  void Give(const ckpt::CheckpointState& state, Parts parts);
   // Blocks until nothing is in flight (tests).
   void Drain();
   SenderStats stats() const;

@@ -25,7 +25,7 @@ namespace {
 constexpr char kToken[] = "snapshot-test-token";
 constexpr char kHash[] = "v256_d64";
 
-// Random state of a step (never zeros): what a capture returns.
+// Random state of a step (never zeros): what a capture hands over.
 std::pair<ckpt::CheckpointState, Parts> State(int64_t next_step) {
   at::manual_seed(static_cast<uint64_t>(next_step));
   ckpt::CheckpointState s;
@@ -54,6 +54,15 @@ struct Agent {
   }
 };
 
+// A capture that hands State(step) to the sender (declared before it).
+SnapshotSender::Capture Capture(std::unique_ptr<SnapshotSender>* sender) {
+  return [sender](int64_t step) {
+    auto [state, parts] = State(step);
+    (*sender)->Give(state, std::move(parts));
+    return absl::OkStatus();
+  };
+}
+
 WorkerSnapshotOptions Options(std::vector<std::string> targets) {
   WorkerSnapshotOptions o;
   o.every_steps = 2;
@@ -77,10 +86,11 @@ TEST(WorkerSnapshots, SentToEveryTargetAndFetchedBackVerified) {
   Agent own, peer;
   auto options = Options({own.address, peer.address});
   {
-    SnapshotSender sender(options, /*rank=*/1, /*world_size=*/2, [](int64_t s) { return State(s); });
-    sender.Offer(4);
-    sender.Drain();
-    const SenderStats st = sender.stats();
+    std::unique_ptr<SnapshotSender> sender;
+    sender = std::make_unique<SnapshotSender>(options, /*rank=*/1, /*world_size=*/2, Capture(&sender));
+    sender->Offer(4);
+    sender->Drain();
+    const SenderStats st = sender->stats();
     EXPECT_EQ(st.sent, 2);
     EXPECT_EQ(st.failed, 0);
     EXPECT_EQ(st.last_step, 4);
@@ -112,14 +122,15 @@ TEST(WorkerSnapshots, SentToEveryTargetAndFetchedBackVerified) {
 
 TEST(WorkerSnapshots, EveryKthStepAfterTheStart) {
   Agent own;
-  SnapshotSender sender(Options({own.address}), 0, 1, [](int64_t s) { return State(s); });
+  std::unique_ptr<SnapshotSender> sender;
+  sender = std::make_unique<SnapshotSender>(Options({own.address}), 0, 1, Capture(&sender));
   struct Zeros final : engine::BatchSource {
     absl::StatusOr<at::Tensor> Batch(int64_t, int) override { return at::ones({1, 2}, at::kLong); }
   } inner;
-  SnapshotEveryK hook(&inner, /*every=*/2, /*start_step=*/4, &sender);
+  SnapshotEveryK hook(&inner, /*every=*/2, /*start_step=*/4, sender.get());
   for (int64_t step = 4; step < 9; ++step) {
     for (int micro = 0; micro < 2; ++micro) ASSERT_TRUE(hook.Batch(step, micro).ok());
-    sender.Drain();
+    sender->Drain();
   }
   std::vector<int64_t> steps;
   for (const auto& k : own.impl->Held()) steps.push_back(k.step);
@@ -140,16 +151,17 @@ TEST(WorkerSnapshots, DroppedNotQueuedWhileAPeerHangs) {
   auto options = Options({"127.0.0.1:" + std::to_string(ntohs(addr.sin_port))});
   options.timeout_ms = 800;
   {
-    SnapshotSender sender(options, 0, 1, [](int64_t s) { return State(s); });
-    sender.Offer(2);
+    std::unique_ptr<SnapshotSender> sender;
+    sender = std::make_unique<SnapshotSender>(options, 0, 1, Capture(&sender));
+    sender->Offer(2);
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
     const auto t0 = std::chrono::steady_clock::now();
-    sender.Offer(4);
-    sender.Offer(6);
+    sender->Offer(4);
+    sender->Offer(6);
     const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     EXPECT_LT(took, 0.1) << "Offer waited for the hung peer";
-    sender.Drain();
-    const SenderStats st = sender.stats();
+    sender->Drain();
+    const SenderStats st = sender->stats();
     EXPECT_EQ(st.offered, 3);
     EXPECT_EQ(st.dropped, 2);
     EXPECT_EQ(st.failed, 1);
@@ -163,9 +175,10 @@ TEST(WorkerSnapshots, FetchNamesEveryCauseToFallBack) {
   Agent agent;
   auto options = Options({agent.address});
   {
-    SnapshotSender sender(options, 0, 2, [](int64_t s) { return State(s); });
-    sender.Offer(6);
-    sender.Drain();
+    std::unique_ptr<SnapshotSender> sender;
+    sender = std::make_unique<SnapshotSender>(options, 0, 2, Capture(&sender));
+    sender->Offer(6);
+    sender->Drain();
   }
   options.resume_address = agent.address;
   options.resume_step = 6;

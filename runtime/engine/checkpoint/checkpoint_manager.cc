@@ -208,6 +208,7 @@ absl::Status CheckpointManager::SaveAsync(const CheckpointState& state,
       out.emplace(tname, std::move(copy));
     }
   }
+  if (options_.capture) return options_.capture(state, std::move(*snapshot));
   worker_ = std::thread([this, state, snapshot]() {
     const int attempts = std::max(1, options_.write_attempts);
     auto backoff = options_.retry_backoff;

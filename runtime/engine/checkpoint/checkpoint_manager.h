@@ -72,6 +72,10 @@ struct CheckpointOptions {
   // Test seam: called before each write attempt; a non-OK status fails that
   // attempt as an I/O error would.
   std::function<absl::Status(int64_t step, int attempt)> fault_for_test;
+  // When set, SaveAsync hands its host copy of the state and parts to this
+  // function on the caller's thread instead of writing anything: in-memory
+  // snapshots (runtime/snapshot/) take exactly what a checkpoint would hold.
+  std::function<absl::Status(const CheckpointState& state, std::map<std::string, TensorMap> parts)> capture;
 };
 
 class CheckpointManager {

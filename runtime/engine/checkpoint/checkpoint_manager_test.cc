@@ -233,3 +233,34 @@ TEST(Checkpoint, BadPartName) {
 
 }  // namespace
 }  // namespace kp::ckpt
+
+namespace kp::ckpt {
+namespace {
+
+TEST(Checkpoint, CaptureTakesHostCopiesAndWritesNothing) {
+  const std::string run = RunDir();
+  auto parts = Parts(7);
+  std::map<std::string, TensorMap> original;
+  for (const auto& [p, ts] : parts) {
+    for (const auto& [n, t] : ts) original[p][n] = t.clone();
+  }
+  CheckpointState got_state;
+  std::map<std::string, TensorMap> got;
+  CheckpointOptions o;
+  o.run_dir = run;
+  o.capture = [&](const CheckpointState& s, std::map<std::string, TensorMap> p) {
+    got_state = s;
+    got = std::move(p);
+    return absl::OkStatus();
+  };
+  CheckpointManager m(o);
+  ASSERT_TRUE(m.SaveAsync(State(12), parts).ok());
+  parts["model"]["w"].add_(1.0);  // the caller trains on: the capture holds copies
+  ExpectSameParts(got, original);
+  EXPECT_EQ(got_state.step, 12);
+  EXPECT_EQ(got_state.rng, State(12).rng);
+  EXPECT_FALSE(fs::exists(CheckpointManager::CheckpointsDir(run)));
+}
+
+}  // namespace
+}  // namespace kp::ckpt
