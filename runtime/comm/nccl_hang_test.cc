@@ -1,0 +1,172 @@
+// A hung NCCL call on one GPU (issue 12): a receive that no peer answers,
+// held behind a stream that never completes (one rank cannot hang NCCL by
+// itself otherwise: a receive from self without a send is rejected or
+// completes), must be aborted by the Watchdog within timeout + grace (+
+// slack), end with ABORTED / DEADLINE_EXCEEDED, and leave the process
+// usable: a new communicator formed afterwards reduces correctly and CUDA
+// still computes. Prints "[hung_nccl] detect_s=<seconds>" for the results
+// table. Skips without a GPU; the lead runs it on an H100.
+#include <cuda_runtime_api.h>
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "kernels/gpu_test_util.h"
+#include "runtime/comm/nccl_communicator.h"
+#include "runtime/comm/store.h"
+#include "runtime/comm/watchdog.h"
+
+namespace kp::comm {
+namespace {
+
+using std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+constexpr milliseconds kTimeout(1000);
+constexpr milliseconds kGrace(200);
+constexpr milliseconds kPoll(50);
+constexpr milliseconds kSlack(3000);
+
+// Holds back the stream it is enqueued on, from a CUDA host function, until
+// Release() or `guard` (so a broken test cannot hang the suite). The same
+// device as in nccl_communicator_test.cc.
+class StreamBlocker {
+ public:
+  StreamBlocker(cudaStream_t stream, milliseconds guard) : guard_(guard) {
+    launched_ = cudaLaunchHostFunc(stream, &StreamBlocker::Run, this);
+  }
+  cudaError_t launched() const { return launched_; }
+  void Release() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      released_ = true;
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  static void CUDART_CB Run(void* self) {
+    auto* b = static_cast<StreamBlocker*>(self);
+    std::unique_lock<std::mutex> lock(b->mu_);
+    b->cv_.wait_for(lock, b->guard_, [b] { return b->released_; });
+  }
+
+  milliseconds guard_;
+  cudaError_t launched_ = cudaSuccess;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool released_ = false;
+};
+
+std::unique_ptr<Communicator> OneRank(InMemoryStore* store) {
+  NcclOptions o;
+  o.timeout = kTimeout;
+  o.device = 0;
+  auto comm = CreateNcclCommunicator(0, 1, store, o);
+  EXPECT_TRUE(comm.ok()) << comm.status();
+  return comm.ok() ? std::move(*comm) : nullptr;
+}
+
+TEST(NcclHangTest, HungReceiveIsAbortedByTheWatchdogAndTheProcessStaysUsable) {
+  KP_SKIP_WITHOUT_GPU();
+  const auto opts = at::TensorOptions().device(at::kCUDA, 0);
+
+  // What NCCL does with a receive from self and no send, unstalled, on a
+  // communicator of its own (an error may leave it unusable): reported, not
+  // asserted; one rank has no peer to wait for.
+  {
+    InMemoryStore probe_store;
+    std::unique_ptr<Communicator> probe = OneRank(&probe_store);
+    ASSERT_NE(probe, nullptr);
+    at::Tensor lone = at::empty({256}, opts);
+    auto w = probe->SendRecvAsync(at::Tensor(), 0, lone, 0);
+    const auto t0 = Clock::now();
+    while (!w->Done() && Clock::now() - t0 < milliseconds(500)) std::this_thread::sleep_for(milliseconds(10));
+    std::printf("[hung_nccl] recv from self without a send, one rank: %s\n",
+                w->Done() ? w->Wait().ToString().c_str() : "still pending after 0.5 s (aborted)");
+    if (!w->Done()) probe->Abort(absl::AbortedError("test: an unanswered receive"));
+  }
+  InMemoryStore store;
+  std::unique_ptr<Communicator> comm = OneRank(&store);
+  ASSERT_NE(comm, nullptr);
+
+  // The hang: a receive (with its send to self in the same group, so NCCL
+  // accepts it) ordered after a stream that never completes, exactly as a
+  // receive whose peer never sends. Only the watchdog can end it.
+  KP_CUDA_OK(cudaDeviceSynchronize());
+  at::Tensor send = at::randn({4096}, opts);
+  at::Tensor recv = at::zeros({4096}, opts);
+  auto side = c10::cuda::getStreamFromPool(false, 0);
+  StreamBlocker blocker(side.stream(), milliseconds(20000));
+  KP_CUDA_OK(blocker.launched());
+  Watchdog dog(Watchdog::Options{kPoll, kGrace});
+  Watchdog::Scoped watch(&dog, comm.get());
+  const auto t0 = Clock::now();
+  std::unique_ptr<Work> work;
+  {
+    c10::cuda::CUDAStreamGuard on_side(side);
+    work = comm->SendRecvAsync(send, 0, recv, 0);
+  }
+  const bool done_early = work->Done();
+  // The caller's view: it waits for the receive; it must come back.
+  std::optional<Clock::duration> detect;
+  while (!work->Done() && Clock::now() - t0 < kTimeout + kGrace + kSlack + milliseconds(5000)) {
+    std::this_thread::sleep_for(milliseconds(5));
+  }
+  const auto returned = Clock::now() - t0;
+  if (dog.aborted_count() > 0) detect = returned;
+  // ncclCommAbort may wait for the stalled stream (seen on an H100): let go.
+  blocker.Release();
+  KP_CUDA_OK(cudaStreamSynchronize(side.stream()));
+  const double detect_s = std::chrono::duration<double>(returned).count();
+  std::printf("[hung_nccl] detect_s=%.3f (timeout %.1f s + grace %.1f s)\n", detect_s, kTimeout.count() / 1e3,
+              kGrace.count() / 1e3);
+  EXPECT_FALSE(done_early) << "the receive was not held back";
+  ASSERT_TRUE(detect.has_value()) << "the watchdog did not abort within " << detect_s << " s";
+  EXPECT_EQ(dog.aborted_count(), 1);
+  EXPECT_GE(returned, kTimeout);
+  EXPECT_LT(returned, kTimeout + kGrace + kSlack);
+  const absl::Status waited = work->Wait();
+  EXPECT_TRUE(waited.code() == absl::StatusCode::kAborted || waited.code() == absl::StatusCode::kDeadlineExceeded)
+      << waited;
+  // The aborted communicator refuses further calls, naming the call that hung.
+  absl::Status later = comm->Barrier();
+  EXPECT_EQ(later.code(), absl::StatusCode::kAborted) << later;
+  EXPECT_NE(later.message().find("SendRecv"), std::string::npos) << later;
+
+  // The process stays usable: CUDA computes, and a new communicator reduces.
+  at::Tensor a = at::randn({64, 64}, opts.dtype(at::kDouble));
+  at::Tensor b = at::randn({64, 64}, opts.dtype(at::kDouble));
+  at::Tensor want = at::matmul(a.cpu(), b.cpu());
+  EXPECT_TRUE(at::allclose(at::matmul(a, b).cpu(), want, 1e-9, 1e-9));
+  InMemoryStore store2;
+  std::unique_ptr<Communicator> next = OneRank(&store2);
+  ASSERT_NE(next, nullptr);
+  Watchdog::Scoped watch_next(&dog, next.get());
+  at::Tensor x = at::randn({1000}, opts);
+  at::Tensor x_before = x.cpu();
+  ASSERT_TRUE(next->AllReduce(x, ReduceOp::kSum).ok());
+  KP_CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_TRUE(at::allclose(x.cpu(), x_before, 0, 0));  // one rank: the sum is itself
+  at::Tensor got = at::zeros({1000}, opts);
+  at::Tensor sent = at::randn({1000}, opts);
+  ASSERT_TRUE(next->SendRecvAsync(sent, 0, got, 0)->Wait().ok());
+  KP_CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_TRUE(at::equal(got.cpu(), sent.cpu()));
+  EXPECT_TRUE(next->Barrier().ok());
+  EXPECT_EQ(dog.aborted_count(), 1);  // nothing else hung
+}
+
+}  // namespace
+}  // namespace kp::comm
