@@ -1,6 +1,7 @@
 #include "runtime/worker/run_training.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <functional>
 #include <memory>
 #include <utility>
@@ -24,6 +25,7 @@
 #include "runtime/fp8/device_check.h"
 #include "runtime/worker/fault/hang_guard.h"
 #include "runtime/worker/fault/step_boundary_stop.h"
+#include "runtime/worker/step_time/step_timer.h"
 #include "runtime/worker/profile/step_profiler.h"
 #include "runtime/worker/resume_check.h"
 #include "runtime/fp8/amax_sync.h"
@@ -433,17 +435,25 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     done.entropy_rate = entropy_rate;
     return done;
   }
+  // Every rank's own compute time per step, beside its metrics file, for the
+  // coordinator's straggler detector (runtime/worker/step_time/).
+  step_time::StepTimerOptions sto;
+  if (!options.metrics_jsonl.empty()) sto.path = step_time::StepTimePath(options.metrics_jsonl);
+  sto.rank = options.rank;
+  KP_ASSIGN_OR_RETURN(sto.slow_down,
+                      step_time::SlowDownFor(std::getenv(step_time::kSlowRankEnv), options.rank));
+  KP_ASSIGN_OR_RETURN(auto step_timer, step_time::StepTimer::Create(&batches, sync.get(), sto));
   // A stop request (SIGTERM) ends the run at a step boundary that every rank
   // agrees on, after a checkpoint of the state before that step.
   std::unique_ptr<fault::StopAtStepBoundary> stoppable;
-  engine::BatchSource* data = &batches;
+  engine::BatchSource* data = step_timer->batches();
   if (options.stop_flag != nullptr) {
     auto save_before = [&](int64_t step) -> absl::Status {
       if (!checkpoints) return absl::OkStatus();
       KP_RETURN_IF_ERROR(checkpoints->Save(step, *model, optimizer));
       return checkpoints->Wait();
     };
-    stoppable = std::make_unique<fault::StopAtStepBoundary>(&batches, options.stop_flag, world_comm,
+    stoppable = std::make_unique<fault::StopAtStepBoundary>(data, options.stop_flag, world_comm,
                                                             start_step, save_before);
     data = stoppable.get();
   }
@@ -457,7 +467,7 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
         data, window, profile::MakeKinetoRecorder(device.is_cuda()), trace);
     data = profiled.get();
   }
-  auto result = engine::TrainLoop(config, *model, optimizer, *data, *sync, checkpoints.get(),
+  auto result = engine::TrainLoop(config, *model, optimizer, *data, *step_timer->sync(), checkpoints.get(),
                                   *metrics, lo);
   if (profiled) KP_RETURN_IF_ERROR(profiled->Finish());
   if (checkpoints) {
