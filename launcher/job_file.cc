@@ -46,7 +46,8 @@ absl::StatusOr<v1::JobSpec> ParseJobYaml(const std::string& yaml, const std::str
   if (!root.IsMap()) return absl::InvalidArgumentError("job file: top level must be a mapping");
   static const std::set<std::string> kKeys = {"name", "config", "config_path", "model", "data", "dp", "cp",
                                               "cp_mode", "precision", "steps", "checkpoint", "priority",
-                                              "elastic", "max_restarts", "cpu_fallback", "labels"};
+                                              "elastic", "max_restarts", "min_dp", "cpu_fallback",
+                                              "labels"};
   v1::JobSpec spec;
   spec.set_dp(1);
   spec.set_cp(1);
@@ -102,6 +103,9 @@ absl::StatusOr<v1::JobSpec> ParseJobYaml(const std::string& yaml, const std::str
     } else if (key == "max_restarts") {
       KP_ASSIGN_OR_RETURN(int x, Scalar<int>(v, key));
       spec.set_max_restarts(x);
+    } else if (key == "min_dp") {
+      KP_ASSIGN_OR_RETURN(int x, Scalar<int>(v, key));
+      spec.set_min_dp(x);
     } else if (key == "cpu_fallback") {
       KP_ASSIGN_OR_RETURN(bool x, Scalar<bool>(v, key));
       spec.set_cpu_fallback(x);

@@ -14,6 +14,7 @@
 //   priority: 0
 //   elastic: false
 //   max_restarts: 0
+//   min_dp: 1                   # elastic floor: shrink dp down to this after a fault
 //   cpu_fallback: true
 //   labels: {team: research}
 //

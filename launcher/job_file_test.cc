@@ -23,6 +23,7 @@ checkpoint: {dir: tiny, every_steps: 50, keep_last: 2, resume: true}
 priority: 7
 elastic: true
 max_restarts: 3
+min_dp: 1
 cpu_fallback: true
 labels: {team: research}
 )",
@@ -41,6 +42,7 @@ labels: {team: research}
   EXPECT_EQ(spec->priority(), 7);
   EXPECT_TRUE(spec->elastic());
   EXPECT_EQ(spec->max_restarts(), 3);
+  EXPECT_EQ(spec->min_dp(), 1);
   EXPECT_EQ(spec->labels().at("team"), "research");
 }
 

@@ -26,6 +26,8 @@ std::string FormatProgress(const v1::Progress& p, int bar_width) {
 
 std::string FormatState(const v1::JobEvent& e) {
   if (e.type() == v1::EVENT_TYPE_WORKER) return e.job_id() + " " + e.message();
+  if (e.type() == v1::EVENT_TYPE_FAULT) return e.job_id() + " fault: " + e.message();
+  if (e.type() == v1::EVENT_TYPE_STRAGGLER) return e.job_id() + " " + e.message();
   std::string s = e.job_id() + " " + StateName(e.state());
   if (e.generation() > 0) s += " (generation " + std::to_string(e.generation()) + ")";
   if (!e.message().empty()) s += ": " + e.message();

@@ -48,5 +48,17 @@ TEST(Progress, PrinterWritesStatesAndProgressLines) {
   std::free(buf);
 }
 
+TEST(Progress, FaultAndStragglerEventsAreShown) {
+  v1::JobEvent e;
+  e.set_job_id("j000002");
+  e.set_type(v1::EVENT_TYPE_FAULT);
+  e.set_state(v1::JOB_STATE_RUNNING);
+  e.set_message("generation 1: rank 1 on node-1 exited with code 137 (SIGKILL)");
+  EXPECT_EQ(FormatState(e), "j000002 fault: generation 1: rank 1 on node-1 exited with code 137 (SIGKILL)");
+  e.set_type(v1::EVENT_TYPE_STRAGGLER);
+  e.set_message("rank 1 on node-1#0: step time 0.300 s = 1.9x the median 0.155 s over 8 steps (straggler)");
+  EXPECT_EQ(FormatState(e), "j000002 " + e.message());
+}
+
 }  // namespace
 }  // namespace kp::launcher

@@ -69,13 +69,16 @@ def job_spec(name: str, *, config_yaml: Optional[str] = None, config_path: Optio
              precision: str | int = "unspecified", data_path: str = "", checkpoint_dir: str = "",
              checkpoint_every_steps: int = 0, keep_last: int = 0, resume: bool = False, priority: int = 0,
              elastic: bool = False, max_restarts: int = 0, cpu_fallback: bool = False,
-             labels: Optional[Mapping[str, str]] = None) -> job_pb2.JobSpec:
-    """Builds a JobSpec; the coordinator validates it (errors name the field)."""
+             labels: Optional[Mapping[str, str]] = None, min_dp: int = 0) -> job_pb2.JobSpec:
+    """Builds a JobSpec; the coordinator validates it (errors name the field).
+
+    min_dp: for an elastic job, the smallest dp a restart may shrink to
+    (0 = unset: never shrink)."""
     if (config_yaml is None) == (config_path is None):
         raise ValueError("exactly one of config_yaml or config_path is required")
     spec = job_pb2.JobSpec(
         name=name, data_path=data_path, dp=dp, cp=cp, steps=steps, priority=priority, elastic=elastic,
-        max_restarts=max_restarts, cpu_fallback=cpu_fallback,
+        max_restarts=max_restarts, min_dp=min_dp, cpu_fallback=cpu_fallback,
         cp_mode=_enum(job_pb2.CpMode, "CP_MODE_", cp_mode),
         precision=_enum(job_pb2.Precision, "PRECISION_", precision),
         checkpoint=job_pb2.CheckpointPolicy(dir=checkpoint_dir, every_steps=checkpoint_every_steps,
@@ -111,7 +114,7 @@ def load_job_file(path: str) -> job_pb2.JobSpec:
         keep_last=int(ckpt.get("keep_last", 0)), resume=bool(ckpt.get("resume", False)),
         priority=int(d.get("priority", 0)), elastic=bool(d.get("elastic", False)),
         max_restarts=int(d.get("max_restarts", 0)), cpu_fallback=bool(d.get("cpu_fallback", False)),
-        labels=d.get("labels"))
+        labels=d.get("labels"), min_dp=int(d.get("min_dp", 0)))
 
 
 class Client:
