@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 
@@ -17,6 +18,11 @@
 #include "runtime/engine/train_loop.h"
 
 namespace kp::worker {
+
+// Tests: this rank reads samples [first_sample, first_sample + count) of the
+// global stream for (step, micro-step).
+using BatchHook =
+    std::function<void(int64_t step, int micro, int64_t first_sample, int64_t count)>;
 
 struct RunOptions {
   // Checkpoints (run_dir/checkpoints), the generated corpus cache
@@ -56,6 +62,9 @@ struct RunOptions {
   // An already-formed data-parallel group (in-process tests with the fake
   // backend); null: one is formed through `rendezvous` when world_size > 1.
   comm::Communicator* communicator = nullptr;
+  // Tests only: called before every batch (in-process shrink tests record
+  // the samples each rank consumed, and end a rank there).
+  BatchHook on_batch;
 };
 
 // Errors name their cause: a bad config value, a missing or corrupt data
