@@ -169,6 +169,7 @@ absl::Status ParseModel(Section s, ModelConfig* m) {
   KP_RETURN_IF_ERROR(s.Double("rope_theta", &m->rope_theta, 1.0, 1e12));
   KP_RETURN_IF_ERROR(s.Double("norm_eps", &m->norm_eps, 0.0, 1.0, /*min_exclusive=*/true));
   KP_RETURN_IF_ERROR(s.Bool("tie_embeddings", &m->tie_embeddings));
+  KP_RETURN_IF_ERROR(s.Bool("fused_kernels", &m->fused_kernels));
   return s.CheckNoUnknown();
 }
 

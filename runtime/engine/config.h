@@ -24,6 +24,9 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   double norm_eps = 1e-5;
   bool tie_embeddings = false;
+  // The fused CUDA kernels for RoPE and SwiGLU (runtime/engine/fused_ops.h)
+  // on CUDA bf16; false takes the ATen composition everywhere.
+  bool fused_kernels = true;
 
   int64_t head_dim() const { return d_model / n_heads; }
 };

@@ -7,6 +7,7 @@
 #include <ATen/core/grad_mode.h>
 #include <torch/nn/modules/container/modulelist.h>
 
+#include "runtime/engine/fused_ops.h"
 #include "runtime/engine/recompute.h"
 
 namespace kp::engine {
@@ -14,7 +15,7 @@ namespace kp::engine {
 Block::Block(int index, const ModelConfig& c, LinearFactory& linear, LinearContext& context,
              Attention* attention)
     : n_heads_(c.n_heads), n_kv_heads_(c.n_kv_heads), head_dim_(c.head_dim()),
-      attention_(attention) {
+      fused_kernels_(c.fused_kernels), attention_(attention) {
   const std::string p = "blocks." + std::to_string(index) + ".";
   // GPT-2 / Megatron init: residual-writing projections scaled by 1/sqrt(2L)
   // so the residual stream's variance does not grow with depth.
@@ -33,19 +34,16 @@ at::Tensor Block::AttentionBranch(const at::Tensor& x, const RopeTable& rope,
                                   const AttentionContext& actx) {
   const int64_t b = x.size(0), t = x.size(1);
   at::Tensor qkv = qkv_->Forward(attn_norm_->Forward(x));
-  // [B, T, (H + 2 Hkv) Dh] -> [B, T, H + 2 Hkv, Dh] -> per head [B, heads, T, Dh]
-  qkv = qkv.view({b, t, n_heads_ + 2 * n_kv_heads_, head_dim_});
-  auto parts = qkv.split({n_heads_, n_kv_heads_, n_kv_heads_}, 2);
-  at::Tensor q = ApplyRope(parts[0].transpose(1, 2), rope);
-  at::Tensor k = ApplyRope(parts[1].transpose(1, 2), rope);
-  at::Tensor v = parts[2].transpose(1, 2);
-  at::Tensor o = attention_->Forward(q, k, v, actx);  // [B, H, T, Dh]
+  // [B, T, (H + 2 Hkv) Dh] -> per head [B, heads, T, Dh], RoPE on q and k
+  QkvHeads heads = SplitQkvWithRope(qkv, rope, n_heads_, n_kv_heads_, fused_kernels_);
+  at::Tensor o = attention_->Forward(heads.q, heads.k, heads.v, actx);  // [B, H, T, Dh]
   o = o.transpose(1, 2).reshape({b, t, n_heads_ * head_dim_});
   return out_->Forward(o);
 }
 
 at::Tensor Block::MlpBranch(const at::Tensor& x) {
-  return down_->Forward(SwiGlu(gate_up_->Forward(mlp_norm_->Forward(x))));
+  return down_->Forward(
+      SwiGluActivation(gate_up_->Forward(mlp_norm_->Forward(x)), fused_kernels_));
 }
 
 std::vector<at::Tensor> Block::Params(const std::string& prefix) const {
@@ -124,7 +122,8 @@ Transformer::Transformer(const ModelConfig& c, LinearFactory& linear, LinearCont
 at::Tensor Transformer::Hidden(const at::Tensor& tokens, const AttentionContext& actx) {
   KP_CHECK(tokens.dim() == 2 && actx.positions.defined() && actx.positions.size(0) == tokens.size(1));
   at::Tensor x = at::embedding(embedding_, tokens).to(compute_dtype_);
-  RopeTable rope = MakeRopeTable(actx.positions, config_.head_dim(), config_.rope_theta, compute_dtype_);
+  RopeTable rope = MakeRopeTable(actx.positions, config_.head_dim(), config_.rope_theta,
+                                 RopeTableDtype(config_.fused_kernels, x.device(), compute_dtype_));
   // Offloading: block i's input goes to host memory in forward; block i's
   // backward fetches it and starts fetching block i-1's. The last block's
   // input stays: its backward comes first.

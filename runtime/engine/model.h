@@ -62,6 +62,7 @@ class Block : public torch::nn::Module {
   at::Tensor MlpResidual(const at::Tensor& h, int64_t tile);
 
   int64_t n_heads_, n_kv_heads_, head_dim_;
+  bool fused_kernels_;  // ModelConfig::fused_kernels
   Attention* attention_;
   std::shared_ptr<RMSNormLayer> attn_norm_, mlp_norm_;
   std::shared_ptr<LinearLayer> qkv_, out_, gate_up_, down_;
