@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "runtime/comm/factory.h"
+#include "runtime/comm/shrink.h"
 #include "runtime/comm/store.h"
 #include "runtime/common/files.h"
 #include "runtime/engine/checkpoint/checkpoint_manager.h"
@@ -43,13 +44,37 @@ using engine::Config;
 // The sampler (runtime/engine/data) as the loop's BatchSource.
 class SamplerBatches final : public engine::BatchSource {
  public:
-  explicit SamplerBatches(std::unique_ptr<data::Sampler> sampler) : sampler_(std::move(sampler)) {}
+  SamplerBatches(std::unique_ptr<data::Sampler> sampler, BatchHook hook = nullptr)
+      : sampler_(std::move(sampler)), hook_(std::move(hook)) {}
   absl::StatusOr<at::Tensor> Batch(int64_t step, int micro) override {
+    if (hook_) {
+      const data::SamplerOptions& o = sampler_->options();
+      const int64_t share = o.global_batch / o.dp_world;
+      const int64_t mb = share / o.grad_accum;
+      hook_(step, micro, step * o.global_batch + o.dp_rank * share + micro * mb, mb);
+    }
     return sampler_->Batch(step, micro);
   }
+  // After an in-process shrink: this rank's new share of the same stream.
+  void Replace(std::unique_ptr<data::Sampler> sampler) { sampler_ = std::move(sampler); }
 
  private:
   std::unique_ptr<data::Sampler> sampler_;
+  BatchHook hook_;
+};
+
+// parallel::ShrinkRecovery (fault.in_process_shrink) as the loop's DpRecovery.
+class ShrinkDpRecovery final : public engine::DpRecovery {
+ public:
+  ShrinkDpRecovery(comm::ReformableCommunicator* comm, parallel::ShrinkRecoveryOptions options)
+      : impl_(comm, std::move(options)) {}
+  absl::StatusOr<engine::DpLayout> Recover(int64_t step, const absl::Status& error) override {
+    KP_ASSIGN_OR_RETURN(parallel::DpShare s, impl_.Recover(step, error));
+    return engine::DpLayout{s.dp_rank, s.dp_world, s.micro_batch, s.grad_accum};
+  }
+
+ private:
+  parallel::ShrinkRecovery impl_;
 };
 
 // The data-parallel GradientReducer (runtime/parallel) as the loop's sync.
@@ -90,6 +115,7 @@ class ManagerCheckpoints final : public engine::CheckpointSink {
         config_hash_(std::move(config_hash)), fp8_(std::move(fp8)), training_(std::move(training)) {}
   absl::Status Save(int64_t next_step, engine::Transformer& model,
                     engine::Optimizer& optimizer) override {
+    if (leader_ != nullptr && leader_->rank() != 0) return absl::OkStatus();
     ckpt::TensorMap params;
     for (const auto& p : model.named_parameters()) params[p.key()] = p.value().detach();
     ckpt::TensorMap optim;
@@ -121,9 +147,13 @@ class ManagerCheckpoints final : public engine::CheckpointSink {
     return manager_.SaveAsync(state, parts);
   }
   absl::Status Wait() { return manager_.Wait(); }
+  // With in-process shrink every rank holds a manager and only the current
+  // rank 0 of `leader` saves (rank 0 may be the one that died).
+  void set_leader(comm::Communicator* leader) { leader_ = leader; }
 
  private:
   ckpt::CheckpointManager manager_;
+  comm::Communicator* leader_ = nullptr;
   int64_t global_batch_;
   std::string config_hash_;
   std::shared_ptr<fp8::Fp8Session> fp8_;
@@ -298,6 +328,7 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   std::unique_ptr<comm::FileStore> store;
   std::unique_ptr<comm::Communicator> owned_comm;
   comm::Communicator* world_comm = nullptr;
+  comm::ReformableCommunicator* shrinkable = nullptr;  // fault.in_process_shrink
   if (options.world_size > 1) {
     comm::Communicator* comm = options.communicator;
     if (comm == nullptr) {
@@ -308,10 +339,18 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
       store = std::make_unique<comm::FileStore>(options.rendezvous);
       comm::CommOptions co;
       co.cuda_device = device.is_cuda() ? device.index() : -1;
+      co.shrinkable = config.fault.in_process_shrink;
       if (options.comm_timeout_ms > 0) co.timeout = std::chrono::milliseconds(options.comm_timeout_ms);
       KP_ASSIGN_OR_RETURN(owned_comm, comm::CreateCommunicator(device.is_cuda() ? "nccl" : "gloo",
                                                                options.rank, options.world_size,
                                                                *store, co));
+      if (config.fault.in_process_shrink) {
+        // Everything below holds this pointer, which survives a re-formation.
+        auto reformable = std::make_unique<comm::ReformableCommunicator>(std::move(owned_comm),
+                                                                         store.get(), "shrink");
+        shrinkable = reformable.get();
+        owned_comm = std::move(reformable);
+      }
       comm = owned_comm.get();
     }
     world_comm = comm;
@@ -366,7 +405,7 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   so.dp_world = dp;
   so.grad_accum = static_cast<int>(t.grad_accum);
   KP_ASSIGN_OR_RETURN(auto sampler, data::Sampler::Create(source, so));
-  SamplerBatches batches(std::move(sampler));
+  SamplerBatches batches(std::move(sampler), options.on_batch);
 
   // Resume: load the checkpoint found above into model, optimizer and FP8.
   int64_t start_step = 0;
@@ -407,13 +446,14 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   }
 
   std::unique_ptr<ManagerCheckpoints> checkpoints;
-  if (options.rank == 0) {
+  if (options.rank == 0 || shrinkable != nullptr) {
     ckpt::CheckpointOptions co;
     co.run_dir = options.run_dir;
     co.keep_last = static_cast<int>(t.keep_checkpoints);
     checkpoints = std::make_unique<ManagerCheckpoints>(co, so.global_batch, ModelHash(config),
                                                        fp8_session, t);
   }
+  if (checkpoints && shrinkable != nullptr) checkpoints->set_leader(shrinkable);
   std::string metrics_path = options.metrics_jsonl;
   if (metrics_path.empty() && options.rank == 0) metrics_path = options.run_dir + "/metrics.jsonl";
   if (options.rank != 0) metrics_path.clear();
@@ -466,6 +506,36 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     profiled = std::make_unique<profile::ProfiledBatches>(
         data, window, profile::MakeKinetoRecorder(device.is_cuda()), trace);
     data = profiled.get();
+  }
+  // fault.in_process_shrink: when a data-parallel peer dies, the survivors
+  // re-form the group in place, take their share of the same global batch
+  // and redo the step (docs/FAULT_TOLERANCE.md).
+  std::unique_ptr<ShrinkDpRecovery> recovery;
+  if (shrinkable != nullptr) {
+    parallel::ShrinkRecoveryOptions ro;
+    ro.global_batch = so.global_batch;
+    ro.micro_batch = t.micro_batch;
+    ro.min_dp = static_cast<int>(config.fault.min_dp);
+    ro.agree.min_survivors = ro.min_dp;
+    ro.agree.window = config.fault.shrink_window_ms > 0
+                          ? std::chrono::milliseconds(config.fault.shrink_window_ms)
+                          : 2 * shrinkable->timeout() + std::chrono::milliseconds(5000);
+    ro.params = optimizer.parameters();
+    // The guard would end the process 10 s after a watchdog abort, in the
+    // middle of the agreement; a fresh one watches the new group.
+    ro.before_reform = [&] { hang_guard.reset(); };
+    ro.after_reform = [&](const parallel::DpShare& share) -> absl::Status {
+      data::SamplerOptions resharded = so;
+      resharded.dp_rank = share.dp_rank;
+      resharded.dp_world = share.dp_world;
+      resharded.grad_accum = static_cast<int>(share.grad_accum);
+      KP_ASSIGN_OR_RETURN(auto s, data::Sampler::Create(source, resharded));
+      batches.Replace(std::move(s));
+      hang_guard = std::make_unique<fault::HangGuard>(owned_comm.get());
+      return absl::OkStatus();
+    };
+    recovery = std::make_unique<ShrinkDpRecovery>(shrinkable, std::move(ro));
+    lo.recovery = recovery.get();
   }
   auto result = engine::TrainLoop(config, *model, optimizer, *data, *step_timer->sync(), checkpoints.get(),
                                   *metrics, lo);
