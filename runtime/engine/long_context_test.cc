@@ -4,6 +4,7 @@
 // stash / prefetch / fetch schedule; the MLP in sequence tiles gives the
 // gradients of the untiled MLP (float64); the config rejects bad values.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
@@ -12,6 +13,7 @@
 #include "runtime/engine/offload.h"
 #include "runtime/engine/recompute.h"
 #include "runtime/engine/test_util.h"
+#include "runtime/engine/train_loop.h"
 
 namespace kp::engine {
 namespace {
@@ -37,6 +39,9 @@ struct Built {
 
 Built Build(const ModelConfig& c, at::ScalarType dtype, ActivationCheckpointing ac,
             LongContextOptions lc) {
+  // One intra-op thread: OpenMP's spinning threads slow tiny ops 10x on a
+  // busy 2-core machine, and the results do not depend on it.
+  at::set_num_threads(1);
   Built b;
   b.factory = MakeDenseLinearFactory();
   LinearContext ctx;
@@ -170,7 +175,7 @@ TEST(TiledMlpTest, MatchesUntiledFloat64) {
                                      ActivationCheckpointing::kFull}) {
     Built ref = Build(c, at::kDouble, ac, {false, 0});
     LossAndGrads r = LossStep(*ref.model, t, 8);
-    for (int64_t tile : {3, 20}) {
+    for (int64_t tile : {1, 3, 20}) {
       Built tiled = Build(c, at::kDouble, ac, {false, tile});
       LossAndGrads g = LossStep(*tiled.model, t, 8);
       EXPECT_LT(RelErr(g.loss, r.loss), 1e-13) << ActivationCheckpointingName(ac) << " tile " << tile;
@@ -194,6 +199,79 @@ TEST(TiledCallTest, GradientsMatchFiniteDifferences) {
         return (TiledCall(fn, in[0], {weight}, /*dim=*/1, /*tile=*/3) * proj).sum();
       },
       {x, w});
+}
+
+// The training loop hands the config's fields to the model (kp-train's
+// path): offload + tiles on trains bitwise like both off.
+class RandomBatches final : public BatchSource {
+ public:
+  explicit RandomBatches(const Config& c) : c_(c) {}
+  absl::StatusOr<at::Tensor> Batch(int64_t step, int micro) override {
+    at::Generator g = at::make_generator<at::CPUGeneratorImpl>(100 * step + micro);
+    return at::randint(c_.model.vocab_size, {c_.training.micro_batch, c_.training.seq_len + 1}, g,
+                       at::kLong);
+  }
+
+ private:
+  Config c_;
+};
+
+class NoMetrics final : public MetricsSink {
+ public:
+  void OnStep(const StepMetrics&) override {}
+};
+
+TEST(LongContextTrainLoopTest, OffloadAndTilesTrainLikeNeither) {
+  auto run = [](bool on, LongContextOptions* seen) {
+    at::set_num_threads(1);
+    Config c;
+    c.model = SmallConfig();
+    c.training.seq_len = 16;
+    c.training.micro_batch = 2;
+    c.training.steps = 3;
+    c.training.warmup_steps = 1;
+    c.training.lr = 1e-2;
+    c.training.activation_checkpointing = ActivationCheckpointing::kFull;
+    c.training.offload_checkpoints = on;
+    c.training.mlp_tile_tokens = on ? 5 : 0;
+    c.training.loss_chunk_tokens = 12;
+    c.data.builtin.num_symbols = 8;
+    c.data.builtin.num_keys = 4;
+    EXPECT_TRUE(ValidateConfig(c).ok());
+    auto factory = MakeDenseLinearFactory();
+    LinearContext ctx;
+    ctx.generator = at::make_generator<at::CPUGeneratorImpl>(c.training.seed);
+    Transformer model(c.model, *factory, ctx, MakeLocalAttention(),
+                      c.training.activation_checkpointing);
+    Optimizer optimizer(model, c.training);
+    RandomBatches data(c);
+    GradientSync sync;
+    NoMetrics metrics;
+    TrainLoopOptions o;
+    o.end_step = 3;
+    auto r = TrainLoop(c, model, optimizer, data, sync, nullptr, metrics, o);
+    EXPECT_TRUE(r.ok()) << r.status();
+    *seen = model.long_context();
+    std::vector<at::Tensor> params;
+    for (const auto& p : model.parameters()) params.push_back(p.detach().clone());
+    return std::make_pair(r.ok() ? r->losses : std::vector<double>{}, params);
+  };
+  LongContextOptions seen_off, seen_on;
+  auto off = run(false, &seen_off);
+  auto on = run(true, &seen_on);
+  EXPECT_FALSE(seen_off.offload_checkpoints);
+  EXPECT_TRUE(seen_on.offload_checkpoints);
+  EXPECT_EQ(seen_on.mlp_tile_tokens, 5);
+  ASSERT_EQ(off.first.size(), 3u);
+  ASSERT_EQ(on.first.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    // Tiles change the order of the weight-gradient sums (per tile, then
+    // added), so equal to float32 rounding rather than bitwise.
+    EXPECT_NEAR(on.first[i], off.first[i], 1e-5 * std::abs(off.first[i])) << "step " << i;
+  }
+  for (size_t i = 0; i < off.second.size(); ++i) {
+    EXPECT_LT(RelErr(on.second[i], off.second[i]), 1e-4) << "parameter " << i;
+  }
 }
 
 TEST(LongContextConfigTest, ParsesAndRejectsBadValues) {
