@@ -107,6 +107,7 @@ absl::Status Cluster::Start() {
                        "--heartbeat_interval_ms", std::to_string(options_.heartbeat_interval_ms),
                        "--heartbeat_timeout_ms", std::to_string(options_.heartbeat_timeout_ms),
                        "--checkpoint_root", dir_ + "/checkpoints"};
+  for (const auto& a : options_.extra_coordinator_args) coordinator_argv_.push_back(a);
   coordinator_ = std::make_unique<Daemon>(coordinator_argv_, dir_ + "/coordinator.log");
   KP_RETURN_IF_ERROR(coordinator_->Start());
   KP_ASSIGN_OR_RETURN(client_, launcher::CoordinatorClient::Connect({address_, kToken, "", 5000, true}));

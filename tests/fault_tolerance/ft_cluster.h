@@ -59,6 +59,8 @@ struct ClusterOptions {
   int heartbeat_timeout_ms = 3000;
   int stop_grace_ms = 3000;
   std::vector<std::string> extra_worker_args = {"--threads", "1"};
+  // Added to kp-coordinator's command line (e.g. --exclude_stragglers).
+  std::vector<std::string> extra_coordinator_args;
 };
 
 class Cluster {
