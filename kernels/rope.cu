@@ -19,7 +19,8 @@ template <int kVec>
 __global__ void RopeForwardKernel(const bf16* __restrict__ qkv, const float* __restrict__ cos,
                                   const float* __restrict__ sin, int64_t tokens, int seq,
                                   int heads, int kv_heads, int head_dim, bf16* __restrict__ q,
-                                  bf16* __restrict__ k, bf16* __restrict__ v) {
+                                  HeadStrides sq, bf16* __restrict__ k, HeadStrides sk,
+                                  bf16* __restrict__ v, HeadStrides sv) {
   const int half = head_dim / 2;
   const int chunks = half / kVec;
   const int all_heads = heads + 2 * kv_heads;
@@ -28,20 +29,20 @@ __global__ void RopeForwardKernel(const bf16* __restrict__ qkv, const float* __r
     const int64_t b = bt / seq;
     const int t = static_cast<int>(bt - b * seq);
     const bf16* row = qkv + bt * all_heads * head_dim;
-    const int64_t q_base = (b * heads * seq + t) * head_dim;     // + h * seq * head_dim
-    const int64_t kv_base = (b * kv_heads * seq + t) * head_dim;  // + h * seq * head_dim
+    bf16* const q_base = q + b * sq.batch + t * sq.seq;
+    bf16* const k_base = k + b * sk.batch + t * sk.seq;
+    bf16* const v_base = v + b * sv.batch + t * sv.seq;
     for (int j = threadIdx.x; j < work; j += blockDim.x) {
       const int h = j / chunks;
       const int c = (j - h * chunks) * kVec;
       const bf16* src = row + h * head_dim + c;
       if (h >= heads + kv_heads) {
-        bf16* dst = v + kv_base + static_cast<int64_t>(h - heads - kv_heads) * seq * head_dim + c;
+        bf16* dst = v_base + (h - heads - kv_heads) * sv.head + c;
         CopyBf16<kVec>(dst, src);
         CopyBf16<kVec>(dst + half, src + half);
         continue;
       }
-      bf16* dst = h < heads ? q + q_base + static_cast<int64_t>(h) * seq * head_dim + c
-                            : k + kv_base + static_cast<int64_t>(h - heads) * seq * head_dim + c;
+      bf16* dst = h < heads ? q_base + h * sq.head + c : k_base + (h - heads) * sk.head + c;
       float x1[kVec], x2[kVec], cs[kVec], sn[kVec], y1[kVec], y2[kVec];
       LoadBf16<kVec>(src, x1);
       LoadBf16<kVec>(src + half, x2);
@@ -130,13 +131,16 @@ cudaError_t CheckShape(const RopeShape& s) {
 }  // namespace
 
 cudaError_t RopeQkvForward(const void* qkv, const float* cos, const float* sin,
-                           const RopeShape& shape, void* q, void* k, void* v,
+                           const RopeShape& shape, void* q, HeadStrides q_strides, void* k,
+                           HeadStrides k_strides, void* v, HeadStrides v_strides,
                            cudaStream_t stream) {
   if (cudaError_t e = CheckShape(shape); e != cudaSuccess) return e;
   const int64_t tokens = shape.batch * shape.seq;
   if (tokens == 0 || shape.row_width() == 0) return cudaSuccess;
   const bool vec = (shape.head_dim / 2) % 8 == 0 && Aligned16(qkv) && Aligned16(cos) &&
-                   Aligned16(sin) && Aligned16(q) && Aligned16(k) && Aligned16(v);
+                   Aligned16(sin) && Aligned16(q) && Aligned16(k) && Aligned16(v) &&
+                   StridesAligned(q_strides) && StridesAligned(k_strides) &&
+                   StridesAligned(v_strides);
   const Launch l = Configure(shape, vec ? 8 : 1);
   const auto* in = static_cast<const bf16*>(qkv);
   auto* oq = static_cast<bf16*>(q);
@@ -146,10 +150,12 @@ cudaError_t RopeQkvForward(const void* qkv, const float* cos, const float* sin,
             hkv = static_cast<int>(shape.kv_heads), dh = static_cast<int>(shape.head_dim);
   if (vec) {
     RopeForwardKernel<8><<<l.grid, l.block, 0, stream>>>(in, cos, sin, tokens, seq, h, hkv, dh,
-                                                         oq, ok, ov);
+                                                         oq, q_strides, ok, k_strides, ov,
+                                                         v_strides);
   } else {
     RopeForwardKernel<1><<<l.grid, l.block, 0, stream>>>(in, cos, sin, tokens, seq, h, hkv, dh,
-                                                         oq, ok, ov);
+                                                         oq, q_strides, ok, k_strides, ov,
+                                                         v_strides);
   }
   return cudaGetLastError();
 }

@@ -46,10 +46,14 @@ struct HeadStrides {
 };
 
 // qkv: bf16 [B, T, (H + 2 Hkv) Dh], contiguous. cos, sin: fp32 [T, Dh/2],
-// contiguous. q: bf16 [B, H, T, Dh]; k, v: bf16 [B, Hkv, T, Dh]; all three
-// contiguous (the layout ATen's cuDNN and flash attention take as is).
+// contiguous. q: bf16 [B, H, T, Dh]; k, v: bf16 [B, Hkv, T, Dh], each with
+// its own strides (last dimension contiguous): contiguous, or the transposed
+// view of [B, T, heads, Dh] buffers (the layout flash attention works in; ATen's
+// cuDNN attention then allocates its output in the same layout, so the
+// [B, T, H Dh] view of the output needs no copy).
 cudaError_t RopeQkvForward(const void* qkv, const float* cos, const float* sin,
-                           const RopeShape& shape, void* q, void* k, void* v,
+                           const RopeShape& shape, void* q, HeadStrides q_strides, void* k,
+                           HeadStrides k_strides, void* v, HeadStrides v_strides,
                            cudaStream_t stream);
 
 // dq: bf16 [B, H, T, Dh], dk and dv: bf16 [B, Hkv, T, Dh], each with its own

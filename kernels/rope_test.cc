@@ -105,25 +105,51 @@ std::vector<float> DownloadBf16(const DeviceBuffer& d, size_t n) {
   return testing::ToFloat(h);
 }
 
+// The two layouts a [B, heads, T, Dh] tensor takes here: contiguous, or the
+// transposed view of a [B, T, heads, Dh] buffer.
+HeadStrides Layout(const RopeShape& s, int64_t heads, bool transposed) {
+  return transposed ? HeadStrides{s.seq * heads * s.head_dim, s.head_dim, heads * s.head_dim}
+                    : HeadStrides::Contiguous(heads, s.seq, s.head_dim);
+}
+
+// Element (b, h, t, i) of a [B, heads, T, Dh] tensor stored with `st`, for
+// every index in contiguous order (memory -> logical).
+template <typename T>
+std::vector<T> Gather(const std::vector<T>& mem, const RopeShape& s, int64_t heads,
+                      const HeadStrides& st) {
+  std::vector<T> out;
+  out.reserve(mem.size());
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t h = 0; h < heads; ++h)
+      for (int64_t p = 0; p < s.seq; ++p)
+        for (int64_t i = 0; i < s.head_dim; ++i)
+          out.push_back(mem[b * st.batch + h * st.head + p * st.seq + i]);
+  return out;
+}
+
 TEST(RopeCuda, ForwardMatchesReference) {
   KP_SKIP_WITHOUT_GPU();
   uint32_t seed = 100;
   for (const RopeShape& s : Shapes()) {
-    SCOPED_TRACE(Name(s));
-    const Table t = RandomTable(s, ++seed);
-    const testing::Bf16Data x = RandomBf16(QkvSize(s), ++seed);
-    DeviceBuffer dx(QkvSize(s) * 2), dcos(t.cos.size() * 4), dsin(t.sin.size() * 4),
-        dq(QSize(s) * 2), dk(KvSize(s) * 2), dv(KvSize(s) * 2);
-    ASSERT_TRUE(Upload(dx, x.bits) && Upload(dcos, t.cos) && Upload(dsin, t.sin));
-    KP_CUDA_OK(RopeQkvForward(dx.get(), dcos.as<float>(), dsin.as<float>(), s, dq.get(),
-                              dk.get(), dv.get(), nullptr));
-    KP_CUDA_OK(cudaDeviceSynchronize());
-    std::vector<float> q(QSize(s)), k(KvSize(s)), v(KvSize(s));
-    RopeQkvForwardReference(x.values.data(), t.cos.data(), t.sin.data(), s, q.data(), k.data(),
-                            v.data());
-    EXPECT_TRUE(Bf16Close(DownloadBf16(dq, q.size()), q, "q"));
-    EXPECT_TRUE(Bf16Close(DownloadBf16(dk, k.size()), k, "k"));
-    EXPECT_EQ(DownloadBf16(dv, v.size()), v);  // v is copied bit for bit
+    for (bool transposed : {false, true}) {
+      SCOPED_TRACE(Name(s) + (transposed ? " [B, T, heads, Dh] outputs" : " contiguous outputs"));
+      const Table t = RandomTable(s, ++seed);
+      const testing::Bf16Data x = RandomBf16(QkvSize(s), ++seed);
+      DeviceBuffer dx(QkvSize(s) * 2), dcos(t.cos.size() * 4), dsin(t.sin.size() * 4),
+          dq(QSize(s) * 2), dk(KvSize(s) * 2), dv(KvSize(s) * 2);
+      ASSERT_TRUE(Upload(dx, x.bits) && Upload(dcos, t.cos) && Upload(dsin, t.sin));
+      const HeadStrides sq = Layout(s, s.heads, transposed), skv = Layout(s, s.kv_heads, transposed);
+      KP_CUDA_OK(RopeQkvForward(dx.get(), dcos.as<float>(), dsin.as<float>(), s, dq.get(), sq,
+                                dk.get(), skv, dv.get(), skv, nullptr));
+      KP_CUDA_OK(cudaDeviceSynchronize());
+      std::vector<float> q(QSize(s)), k(KvSize(s)), v(KvSize(s));
+      RopeQkvForwardReference(x.values.data(), t.cos.data(), t.sin.data(), s, q.data(), k.data(),
+                              v.data());
+      EXPECT_TRUE(Bf16Close(Gather(DownloadBf16(dq, q.size()), s, s.heads, sq), q, "q"));
+      EXPECT_TRUE(Bf16Close(Gather(DownloadBf16(dk, k.size()), s, s.kv_heads, skv), k, "k"));
+      // v is copied bit for bit.
+      EXPECT_EQ(Gather(DownloadBf16(dv, v.size()), s, s.kv_heads, skv), v);
+    }
   }
 }
 
@@ -140,8 +166,7 @@ TEST(RopeCuda, BackwardMatchesReferenceForContiguousAndStridedGradients) {
                               gv = RandomBf16(KvSize(s), ++seed);
       // Lay each gradient out in memory as the strides say.
       auto layout = [&](const testing::Bf16Data& g, int64_t heads, HeadStrides* st) {
-        *st = transposed ? HeadStrides{s.seq * heads * s.head_dim, s.head_dim, heads * s.head_dim}
-                         : HeadStrides::Contiguous(heads, s.seq, s.head_dim);
+        *st = Layout(s, heads, transposed);
         std::vector<__nv_bfloat16> mem(g.bits.size());
         for (int64_t b = 0; b < s.batch; ++b)
           for (int64_t h = 0; h < heads; ++h)
@@ -180,20 +205,24 @@ TEST(RopeCuda, Bandwidth) {
   ASSERT_TRUE(Upload(dx, x.bits) && Upload(dcos, t.cos) && Upload(dsin, t.sin) && dgrad.get());
   // Each element read once and written once; the tables once (they stay in L2).
   const double bytes = 2.0 * QkvSize(s) * 2 + 2.0 * t.cos.size() * 4;
-  const double fwd = testing::MeasureBandwidth("rope_qkv_forward B4 T4096 H16 Dh128", bytes, [&] {
-    return RopeQkvForward(dx.get(), dcos.as<float>(), dsin.as<float>(), s, dq.get(), dk.get(),
-                          dv.get(), nullptr);
-  });
-  const HeadStrides sq = HeadStrides::Contiguous(s.heads, s.seq, s.head_dim);
-  const HeadStrides skv = HeadStrides::Contiguous(s.kv_heads, s.seq, s.head_dim);
-  const double bwd = testing::MeasureBandwidth("rope_qkv_backward B4 T4096 H16 Dh128", bytes, [&] {
-    return RopeQkvBackward(dq.get(), sq, dk.get(), skv, dv.get(), skv, dcos.as<float>(),
-                           dsin.as<float>(), s, dgrad.get(), nullptr);
-  });
-  KP_CUDA_OK(cudaDeviceSynchronize());
-  // Far below any H100/H200 copy rate would mean a broken launch shape.
-  EXPECT_GT(fwd, 300.0);
-  EXPECT_GT(bwd, 300.0);
+  for (bool transposed : {true, false}) {
+    const std::string layout = transposed ? " [B,T,H,Dh] layout" : " contiguous [B,H,T,Dh]";
+    const HeadStrides sq = Layout(s, s.heads, transposed), skv = Layout(s, s.kv_heads, transposed);
+    const double fwd = testing::MeasureBandwidth(
+        "rope_qkv_forward B4 T4096 H16 Dh128" + layout, bytes, [&] {
+          return RopeQkvForward(dx.get(), dcos.as<float>(), dsin.as<float>(), s, dq.get(), sq,
+                                dk.get(), skv, dv.get(), skv, nullptr);
+        });
+    const double bwd = testing::MeasureBandwidth(
+        "rope_qkv_backward B4 T4096 H16 Dh128" + layout, bytes, [&] {
+          return RopeQkvBackward(dq.get(), sq, dk.get(), skv, dv.get(), skv, dcos.as<float>(),
+                                 dsin.as<float>(), s, dgrad.get(), nullptr);
+        });
+    KP_CUDA_OK(cudaDeviceSynchronize());
+    // Far below any H100/H200 copy rate would mean a broken launch shape.
+    EXPECT_GT(fwd, 300.0);
+    EXPECT_GT(bwd, 300.0);
+  }
 }
 
 }  // namespace

@@ -51,12 +51,12 @@ class RopeQkvFunction : public torch::autograd::Function<RopeQkvFunction> {
     const kernels::RopeShape s = Shape(qkv, n_heads, n_kv_heads);
     KP_CHECK(cos.size(0) == s.seq && cos.size(1) == s.head_dim / 2);
     const c10::cuda::CUDAGuard guard(qkv.device());
-    at::Tensor q = at::empty({s.batch, s.heads, s.seq, s.head_dim}, qkv.options());
-    at::Tensor k = at::empty({s.batch, s.kv_heads, s.seq, s.head_dim}, qkv.options());
-    at::Tensor v = at::empty({s.batch, s.kv_heads, s.seq, s.head_dim}, qkv.options());
+    at::Tensor q = HeadsTensor(s, s.heads, qkv.options());
+    at::Tensor k = HeadsTensor(s, s.kv_heads, qkv.options());
+    at::Tensor v = HeadsTensor(s, s.kv_heads, qkv.options());
     CudaOk(kernels::RopeQkvForward(qkv.data_ptr(), cos.data_ptr<float>(), sin.data_ptr<float>(),
-                                   s, q.data_ptr(), k.data_ptr(), v.data_ptr(),
-                                   c10::cuda::getCurrentCUDAStream()));
+                                   s, q.data_ptr(), StridesOf(q), k.data_ptr(), StridesOf(k),
+                                   v.data_ptr(), StridesOf(v), c10::cuda::getCurrentCUDAStream()));
     ctx->save_for_backward({cos, sin});
     ctx->saved_data["heads"] = n_heads;
     ctx->saved_data["kv_heads"] = n_kv_heads;
@@ -90,6 +90,17 @@ class RopeQkvFunction : public torch::autograd::Function<RopeQkvFunction> {
   }
 
  private:
+  // [B, heads, T, Dh] stored as [B, T, heads, Dh], the layout flash attention
+  // works in: ATen's cuDNN attention allocates its output in q's layout, so
+  // the block's [B, T, H Dh] view of the output is then free (no transposed
+  // copy forward, and no layout-matching copy of its gradient backward).
+  static at::Tensor HeadsTensor(const kernels::RopeShape& s, int64_t heads,
+                                const at::TensorOptions& options) {
+    return at::empty_strided({s.batch, heads, s.seq, s.head_dim},
+                             {s.seq * heads * s.head_dim, s.head_dim, heads * s.head_dim, 1},
+                             options);
+  }
+
   static kernels::RopeShape Shape(const at::Tensor& qkv, int64_t n_heads, int64_t n_kv_heads) {
     KP_CHECK(qkv.dim() == 3 && qkv.scalar_type() == at::kBFloat16);
     const int64_t width = qkv.size(2);

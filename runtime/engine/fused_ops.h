@@ -36,8 +36,10 @@ struct QkvHeads {
 
 // qkv: [B, T, (H + 2 Hkv) Dh] = [q heads | k heads | v heads] per token;
 // rope: tables of T rows (any float dtype: each path converts as it needs).
-// The fused outputs are contiguous; the composition's are views of qkv
-// (v) and fresh tensors (q, k). Differentiable in qkv.
+// The fused outputs are stored as [B, T, heads, Dh] (transposed strides: the
+// layout of flash attention, which ATen's cuDNN attention keeps for its
+// output); the composition's are a view of qkv (v) and fresh contiguous
+// tensors (q, k). Differentiable in qkv.
 QkvHeads SplitQkvWithRope(const at::Tensor& qkv, const RopeTable& rope, int64_t n_heads,
                           int64_t n_kv_heads, bool fused);
 

@@ -94,7 +94,9 @@ TEST(FusedRopeGpu, MatchesFloat64AndTheComposition) {
     QkvHeads fused = SplitQkvWithRope(
         xf, MakeRopeTable(positions, c.dh, 1e4, RopeTableDtype(true, kCuda, at::kBFloat16)), c.h,
         c.hkv, /*fused=*/true);
-    EXPECT_TRUE(fused.q.is_contiguous() && fused.k.is_contiguous() && fused.v.is_contiguous());
+    // Stored as [B, T, heads, Dh]: the transposed view is contiguous.
+    EXPECT_TRUE(fused.q.transpose(1, 2).is_contiguous() && fused.k.transpose(1, 2).is_contiguous() &&
+                fused.v.transpose(1, 2).is_contiguous());
     EXPECT_EQ(fused.q.scalar_type(), at::kBFloat16);
     const at::Tensor fused_grad = Grad({fused.q, fused.k, fused.v}, xf, {gq, gk, gv});
 
