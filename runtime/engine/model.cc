@@ -61,12 +61,12 @@ std::vector<at::Tensor> Block::MlpParams() const {
   return params;
 }
 
-at::Tensor Block::MlpResidual(const at::Tensor& h, int64_t tile) {
+at::Tensor Block::MlpResidual(const at::Tensor& h, int64_t tile, bool reuse_grad) {
   if (tile <= 0) return h + MlpBranch(h);
   // Position-wise, so tiles along T are independent; the 2 x ffn_hidden wide
   // gate/up activations then exist for one tile at a time.
   return TiledCall([this](const at::Tensor& t) { return t + MlpBranch(t); }, h, MlpParams(),
-                   /*dim=*/1, tile);
+                   /*dim=*/1, tile, reuse_grad);
 }
 
 at::Tensor Block::Forward(const at::Tensor& x, const RopeTable& rope, const AttentionContext& actx,
@@ -91,7 +91,11 @@ at::Tensor Block::Forward(const at::Tensor& x, const RopeTable& rope, const Atte
       return CheckpointedCall(
           [this, rope, actx, mlp_tile_tokens](const at::Tensor& in) {
             at::Tensor h = in + AttentionBranch(in, rope, actx);
-            return MlpResidual(h, mlp_tile_tokens);
+            // Its output is the recomputation's root: the incoming gradient
+            // is the block's own (nothing else reads it), so the MLP's
+            // backward may overwrite it with h's gradient (one [B, T, d]
+            // buffer less while attention backpropagates).
+            return MlpResidual(h, mlp_tile_tokens, /*reuse_grad=*/true);
           },
           x, parameters(/*recurse=*/true), offload);
     }

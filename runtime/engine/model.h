@@ -58,8 +58,9 @@ class Block : public torch::nn::Module {
  private:
   std::vector<at::Tensor> Params(const std::string& prefix) const;
   std::vector<at::Tensor> MlpParams() const;
-  // h + MlpBranch(h), in tiles of `tile` positions when tile > 0.
-  at::Tensor MlpResidual(const at::Tensor& h, int64_t tile);
+  // h + MlpBranch(h), in tiles of `tile` positions when tile > 0
+  // (reuse_grad: see TiledCall's reuse_grad_out).
+  at::Tensor MlpResidual(const at::Tensor& h, int64_t tile, bool reuse_grad = false);
 
   int64_t n_heads_, n_kv_heads_, head_dim_;
   bool fused_kernels_;  // ModelConfig::fused_kernels

@@ -146,10 +146,11 @@ at::Tensor TiledForward(const TensorFn& fn, const at::Tensor& x, int64_t dim, in
 
 struct TiledFunction : public torch::autograd::Function<TiledFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, at::TensorList params,
-                            int64_t dim, int64_t tile, c10::IValue fn) {
+                            int64_t dim, int64_t tile, bool reuse_grad_out, c10::IValue fn) {
     ctx->saved_data["fn"] = fn;
     ctx->saved_data["dim"] = dim;
     ctx->saved_data["tile"] = tile;
+    ctx->saved_data["reuse"] = reuse_grad_out;
     variable_list saved{x};
     saved.insert(saved.end(), params.begin(), params.end());
     ctx->save_for_backward(saved);
@@ -167,7 +168,12 @@ struct TiledFunction : public torch::autograd::Function<TiledFunction> {
     const TensorFn& fn = Held(ctx);
     const at::Tensor& grad_out = grad_outputs[0];
     const int64_t n = x.size(dim);
-    at::Tensor grad_x = at::empty_like(x, at::MemoryFormat::Contiguous);
+    // Tile s of grad_out is read (by GradsOf) before tile s of grad_x is
+    // written, and no tile reads another's rows: the two may share memory.
+    const bool in_place = ctx->saved_data["reuse"].toBool() && grad_out.sizes() == x.sizes() &&
+                          grad_out.scalar_type() == x.scalar_type() &&
+                          grad_out.is_non_overlapping_and_dense();
+    at::Tensor grad_x = in_place ? grad_out : at::empty_like(x, at::MemoryFormat::Contiguous);
     variable_list grad_params(params.size());
     for (int64_t s = 0; s < n; s += tile) {
       const int64_t len = std::min(tile, n - s);
@@ -192,6 +198,7 @@ struct TiledFunction : public torch::autograd::Function<TiledFunction> {
     out.insert(out.end(), grad_params.begin(), grad_params.end());
     out.push_back(at::Tensor());  // dim
     out.push_back(at::Tensor());  // tile
+    out.push_back(at::Tensor());  // reuse_grad_out
     out.push_back(at::Tensor());  // fn
     return out;
   }
@@ -275,10 +282,11 @@ at::Tensor CheckpointedCall(const TensorFn& fn, const at::Tensor& x,
 }
 
 at::Tensor TiledCall(const TensorFn& fn, const at::Tensor& x,
-                     const std::vector<at::Tensor>& params, int64_t dim, int64_t tile) {
+                     const std::vector<at::Tensor>& params, int64_t dim, int64_t tile,
+                     bool reuse_grad_out) {
   KP_CHECK(tile > 0 && dim >= 0 && dim < x.dim());
   if (!at::GradMode::is_enabled()) return TiledForward(fn, x, dim, tile);
-  return TiledFunction::apply(x, at::TensorList(params), dim, tile, Hold(fn));
+  return TiledFunction::apply(x, at::TensorList(params), dim, tile, reuse_grad_out, Hold(fn));
 }
 
 at::Tensor ChunkedCrossEntropy(const at::Tensor& hidden, const at::Tensor& targets,

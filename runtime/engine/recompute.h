@@ -46,8 +46,13 @@ at::Tensor CheckpointedCall(const TensorFn& fn, const at::Tensor& x,
 // row s of the input along `dim`, e.g. norm + MLP over [B, T, d] with dim 1),
 // computed `tile` positions at a time. Only x is kept for backward, which
 // recomputes and backpropagates one tile at a time; `params` as above.
+// reuse_grad_out: backward may write x's gradient over the incoming
+// gradient (tile by tile, each tile after it is read), saving one
+// activation-sized buffer. Only for callers that know nothing else reads
+// that gradient (the output of a fully checkpointed block's recomputation).
 at::Tensor TiledCall(const TensorFn& fn, const at::Tensor& x,
-                     const std::vector<at::Tensor>& params, int64_t dim, int64_t tile);
+                     const std::vector<at::Tensor>& params, int64_t dim, int64_t tile,
+                     bool reuse_grad_out = false);
 
 // mean over the N rows of cross_entropy(head(hidden[n]), targets[n]).
 // hidden: [N, d]; targets: int64 [N]; head maps [n, d] -> [n, V] logits
