@@ -15,7 +15,7 @@
 # while time is left. KP_LENGTHS / PT_LENGTHS override the lists.
 set -uo pipefail
 OUT="${1:-bench_out/long_context}"; mkdir -p "$OUT"
-ENV=bundle/kp-env.sh
+ENV="${KP_ENV:-bundle/kp-env.sh}"
 PY="${KP_PYTHON:-python3}"
 BUDGET_S="${BUDGET_S:-530}"
 CONFIG=configs/long_context_1gpu.yaml
@@ -79,14 +79,14 @@ for t in ${KP_EXTRA_LENGTHS:-524288 262144 131072 65536}; do
 done
 
 "$PY" - "$OUT" <<'PYEOF' | tee "$OUT/summary.json"
-import glob, json, os, sys
+import glob, json, math, os, sys
 out = sys.argv[1]
 kp = []
 for f in glob.glob(os.path.join(out, "kp_*.jsonl")):
     t = int(os.path.basename(f)[3:-6])
     lines = [json.loads(l) for l in open(f) if l.startswith("{")]
     host = open(os.path.join(out, f"kp_{t}.host")).read().strip() if os.path.exists(os.path.join(out, f"kp_{t}.host")) else ""
-    ok = bool(lines) and all(l.get("loss") == l.get("loss") and abs(l.get("loss", float("inf"))) != float("inf") for l in lines)
+    ok = bool(lines) and all(isinstance(l.get("loss"), (int, float)) and math.isfinite(l["loss"]) for l in lines)
     kp.append({"tokens": t, "ok": ok, "step_s": lines[-1]["time_s"] if lines else None,
                "peak_gpu_gib": lines[-1]["peak_mem_bytes"] / 2**30 if lines else None,
                "peak_host_gib": int(host) / 2**20 if host.isdigit() else None,
