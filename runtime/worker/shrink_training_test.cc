@@ -72,8 +72,8 @@ struct Record {
 // Runs the job over three processes; `die` (or -1) is SIGKILLed as it asks
 // for the first batch of step kDieAt. Each rank logs the samples it reads to
 // <dir>/samples_<rank>.txt as it goes.
-std::vector<absl::Status> RunJob(const std::string& dir, int die, int expect_recoveries) {
-  const engine::Config config = JobConfig();
+std::vector<absl::Status> RunJob(const std::string& dir, int die, int expect_recoveries,
+                                 const engine::Config& config = JobConfig()) {
   fs::create_directories(dir);
   return comm::testing::RunProcesses(
       kWorld,
@@ -104,7 +104,7 @@ std::vector<absl::Status> RunJob(const std::string& dir, int die, int expect_rec
 // Per step, the samples every rank consumed in the attempt that completed
 // (a rank that asks for micro-step 0 of a step again drops what it read of
 // that step before).
-std::map<int64_t, std::multiset<int64_t>> Consumed(const std::string& dir, bool* ok) {
+std::map<int64_t, std::multiset<int64_t>> Consumed(const std::string& dir) {
   std::map<int64_t, std::multiset<int64_t>> out;
   for (int r = 0; r < kWorld; ++r) {
     std::ifstream in(absl::StrCat(dir, "/samples_", r, ".txt"));
@@ -120,13 +120,11 @@ std::map<int64_t, std::multiset<int64_t>> Consumed(const std::string& dir, bool*
       }
     }
   }
-  *ok = true;
   return out;
 }
 
 void ExpectEveryStepConsumedOnce(const std::string& dir) {
-  bool ok = false;
-  auto consumed = Consumed(dir, &ok);
+  auto consumed = Consumed(dir);
   ASSERT_EQ(consumed.size(), static_cast<size_t>(kSteps)) << dir;
   for (int64_t s = 0; s < kSteps; ++s) {
     std::multiset<int64_t> want;
@@ -218,6 +216,25 @@ TEST(ShrinkTrainingTest, SurvivorsOfASigkillFinishWithTheUninterruptedResult) {
     return why.str().empty() ? absl::OkStatus() : absl::InternalError(why.str());
   });
   EXPECT_TRUE(compared[0].ok()) << compared[0];
+}
+
+// Survivors that may not go on (fault.min_dp 3 of 3) end the run with the
+// communicator's own error code, naming why, so the restart path (exit 75)
+// takes over as it does without the option.
+TEST(ShrinkTrainingTest, RefusedShrinkKeepsTheRestartPath) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string base = absl::StrCat(tmp ? tmp : "/tmp", "/shrink_refused_", ::getpid());
+  fs::remove_all(base);
+  engine::Config config = JobConfig();
+  config.fault.min_dp = kWorld;
+  config.fault.shrink_window_ms = 5000;
+  auto st = RunJob(base, /*die=*/2, /*expect_recoveries=*/0, config);
+  for (int r : {0, 1}) {
+    EXPECT_NE(st[r].message().find("DEADLINE_EXCEEDED"), std::string::npos) << st[r];
+    EXPECT_NE(st[r].message().find("in-process shrink refused"), std::string::npos) << st[r];
+    EXPECT_NE(st[r].message().find("timeout waiting for 3 survivors"), std::string::npos) << st[r];
+  }
+  EXPECT_FALSE(st[2].ok());
 }
 
 }  // namespace
