@@ -480,6 +480,7 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   step_time::StepTimerOptions sto;
   if (!options.metrics_jsonl.empty()) sto.path = step_time::StepTimePath(options.metrics_jsonl);
   sto.rank = options.rank;
+  sto.fence = step_time::CurrentStreamFence(device);  // CUDA: wait for the compute stream only
   KP_ASSIGN_OR_RETURN(sto.slow_down,
                       step_time::SlowDownFor(std::getenv(step_time::kSlowRankEnv), options.rank));
   KP_ASSIGN_OR_RETURN(auto step_timer, step_time::StepTimer::Create(&batches, sync.get(), sto));

@@ -4,7 +4,19 @@
 #include <cstring>
 #include <thread>
 
+#include <c10/core/impl/VirtualGuardImpl.h>
+
 namespace kp::worker::step_time {
+
+std::function<void()> CurrentStreamFence(const c10::Device& device) {
+  if (device.is_cpu()) return nullptr;
+  return [device] {
+    // Through c10's device-generic guard: CUDA's comes with libtorch_cuda,
+    // so this library needs no CUDA headers.
+    c10::impl::VirtualGuardImpl impl(device.type());
+    impl.synchronizeStream(impl.getStream(device));
+  };
+}
 
 absl::StatusOr<std::unique_ptr<StepTimer>> StepTimer::Create(engine::BatchSource* batches,
                                                               engine::GradientSync* sync,

@@ -4,10 +4,10 @@
 // whose duration is the communication wait. One JSON line per step goes to
 // the step-time file (step_time_file.h).
 //
-// On CPU the compute time is exact. On CUDA it is host time unless a
-// `fence` is given (kernels run asynchronously); kp-train gives none yet,
-// so on a GPU the figure is the host's launch time, see
-// docs/FAULT_TOLERANCE.md.
+// On CPU the compute time is exact. On CUDA kernels run asynchronously:
+// the `fence` (CurrentStreamFence) waits for the compute stream before the
+// clock stops. It does not wait for the communicator's stream, so gradient
+// all-reduces already launched during backward are not counted as compute.
 //
 // TEST ONLY: `slow_down` sleeps at the start of every step (from
 // KP_TEST_SLOW_RANK), to make a straggler on demand.
@@ -20,6 +20,8 @@
 #include <memory>
 #include <optional>
 #include <string>
+
+#include <c10/core/Device.h>
 
 #include "runtime/common/status.h"
 #include "runtime/engine/train_loop.h"
@@ -35,6 +37,10 @@ struct StepTimerOptions {
   // Waits for the rank's queued compute before the clock stops (CUDA).
   std::function<void()> fence;
 };
+
+// Waits for the work queued on `device`'s current stream (the compute, not
+// a communicator's own stream). Null on CPU, where nothing is queued.
+std::function<void()> CurrentStreamFence(const c10::Device& device);
 
 class StepTimer {
  public:

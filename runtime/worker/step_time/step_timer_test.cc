@@ -111,5 +111,7 @@ TEST(StepTimer, UnwritablePathNamesTheFile) {
   EXPECT_NE(timer.status().message().find("/nonexistent-dir/x.steps.jsonl"), std::string::npos);
 }
 
+TEST(StepTimer, NoFenceOnCpu) { EXPECT_EQ(CurrentStreamFence(c10::Device(c10::kCPU)), nullptr); }
+
 }  // namespace
 }  // namespace kp::worker::step_time
