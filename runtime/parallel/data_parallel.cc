@@ -1,5 +1,7 @@
 #include "runtime/parallel/data_parallel.h"
 
+#include <cstdint>
+
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>
@@ -246,26 +248,40 @@ absl::StatusOr<DpShare> ShrinkRecovery::Recover(int64_t step, const absl::Status
 }
 
 // Everyone's step and a checksum of everyone's weights, max-reduced with
-// their negations: equal maxima and minima mean all survivors agree.
+// their negations: equal maxima and minima mean all survivors agree. The
+// checksum adds the weights' bit patterns as integers: exact and independent
+// of summation order (thread counts), unlike a floating-point sum.
 absl::Status ShrinkRecovery::CheckSurvivorsAgree(int64_t step) {
-  double sum = 0;
-  for (const at::Tensor& p : options_.params) sum += p.detach().to(at::kDouble).sum().item<double>();
-  at::Tensor t = at::tensor({static_cast<double>(step), -static_cast<double>(step), sum, -sum},
-                            at::kDouble);
+  int64_t sum = 0;
+  for (const at::Tensor& p : options_.params) {
+    at::Tensor flat = p.detach().contiguous().view(-1);
+    at::ScalarType as = at::kByte;
+    switch (flat.element_size()) {
+      case 2: as = at::kShort; break;
+      case 4: as = at::kInt; break;
+      case 8: as = at::kLong; break;
+      default: break;
+    }
+    // Unsigned wrap-around: associative, so any order gives the same sum.
+    sum = static_cast<int64_t>(static_cast<uint64_t>(sum) +
+                               static_cast<uint64_t>(flat.view(as).to(at::kLong).sum().item<int64_t>()));
+  }
+  sum &= INT64_MAX;  // 63 bits: its negation never overflows
+  at::Tensor t = at::tensor({step, -step, sum, -sum}, at::kLong);
   if (!options_.params.empty() && options_.params.front().is_cuda()) {
     t = t.to(options_.params.front().device());
   }
   KP_RETURN_IF_ERROR(comm_->AllReduce(t, comm::ReduceOp::kMax));
   t = t.cpu();
-  auto a = t.accessor<double, 1>();
+  auto a = t.accessor<int64_t, 1>();
   if (a[0] != -a[1]) {
     return absl::AbortedError(absl::StrCat(
         "the survivors stand before different steps (", -a[1], " to ", a[0],
         "): a rank finished the failed all-reduce and updated its weights"));
   }
   if (a[2] != -a[3]) {
-    return absl::AbortedError("the survivors' weights differ (checksums " +
-                              std::to_string(-a[3]) + " to " + std::to_string(a[2]) + ")");
+    return absl::AbortedError(
+        absl::StrCat("the survivors' weights differ (checksums ", -a[3], " to ", a[2], ")"));
   }
   return absl::OkStatus();
 }

@@ -4,6 +4,7 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/nn/modules/linear.h>
 
+#include <cmath>
 #include <functional>
 #include <optional>
 #include <thread>
@@ -199,6 +200,24 @@ TEST(ShrinkRecoveryTest, SurvivorsBeforeDifferentStepsAreRefused) {
     ShrinkRecovery recovery(&c, Options(weights));
     auto got = recovery.Recover(7 + r, failed);
     if (got.ok() || got.status().message().find("different steps") == std::string::npos) {
+      return absl::InternalError(got.status().ToString());
+    }
+    return absl::OkStatus();
+  });
+  for (auto& s : st) EXPECT_TRUE(s.ok()) << s;
+}
+
+// Replicas that drifted apart (by one ulp of one weight) cannot go on.
+TEST(ShrinkRecoveryTest, SurvivorsWithDifferentWeightsAreRefused) {
+  RecoveryRun run;
+  at::Tensor weights = at::randn({5}, at::kFloat);
+  auto st = run.Survivors([&](int r, comm::ReformableCommunicator& c, absl::Status failed) {
+    at::Tensor mine = weights.clone();
+    if (r == 1) mine[2] = std::nextafter(mine[2].item<float>(), 1e9f);
+    ShrinkRecoveryOptions o = Options(mine);
+    ShrinkRecovery recovery(&c, o);
+    auto got = recovery.Recover(7, failed);
+    if (got.ok() || got.status().message().find("weights differ") == std::string::npos) {
       return absl::InternalError(got.status().ToString());
     }
     return absl::OkStatus();
