@@ -26,6 +26,7 @@ SnapshotClient::SnapshotClient(const std::string& address, ClientOptions options
     : address_(address), options_(std::move(options)) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(static_cast<int>(2 * kChunkBytes));
+  args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, kWindowBytes);
   stub_ = std::make_unique<Stub>();
   stub_->stub = v1::SnapshotService::NewStub(
       grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args));

@@ -18,6 +18,10 @@ namespace kp::snapshot {
 
 // Chunks of a Put or Get stream carry at most this many image bytes.
 inline constexpr size_t kChunkBytes = 1 << 20;
+// HTTP/2 stream window of snapshot channels, both sides: an image streams
+// without waiting for a window update every 64 KiB (on a busy host each
+// update waits for the receiver to be scheduled).
+inline constexpr int kWindowBytes = 16 << 20;
 
 class SnapshotServiceImpl final : public v1::SnapshotService::Service {
  public:

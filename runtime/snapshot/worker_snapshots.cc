@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 
+#include <chrono>
+#include <future>
+
 #include "absl/strings/str_cat.h"
 #include "runtime/engine/log.h"
 
@@ -31,7 +34,10 @@ void SnapshotSender::Offer(int64_t next_step) {
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.offered;
     if (busy_ || pending_) {
-      ++stats_.dropped;
+      // Rare when transfers keep up with the cadence; say so the first times.
+      if (++stats_.dropped <= 3) {
+        engine::LogInfo("snapshot of step " + std::to_string(next_step) + " dropped: the previous one is still being sent");
+      }
       return;
     }
   }
@@ -68,8 +74,16 @@ void SnapshotSender::Loop() {
       engine::LogWarning("snapshot of step " + std::to_string(p.key.step) + " not encoded: " + image.status().ToString());
       failed = static_cast<int>(clients_.size());
     } else {
+      // To every target at once: the transfer takes the slowest target's time,
+      // not the sum (a hung peer still holds the sender up to timeout_ms,
+      // during which later snapshots are dropped).
+      const auto t0 = std::chrono::steady_clock::now();
+      std::vector<std::future<absl::Status>> puts;
       for (auto& c : clients_) {
-        absl::Status st = c->Put(p.key, *image);
+        puts.push_back(std::async(std::launch::async, [&c, &p, &image] { return c->Put(p.key, *image); }));
+      }
+      for (auto& f : puts) {
+        absl::Status st = f.get();
         if (st.ok()) {
           ++ok;
         } else {
@@ -77,6 +91,15 @@ void SnapshotSender::Loop() {
           engine::LogWarning("snapshot of step " + std::to_string(p.key.step) + " not kept: " + st.ToString());
         }
       }
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      if (ok > 0 && stats().sent == 0) {
+        engine::LogInfo("first in-memory snapshot (step " + std::to_string(p.key.step) + ", " +
+                        std::to_string(image->size()) + " bytes) sent to " + std::to_string(ok) + " agents in " +
+                        std::to_string(static_cast<int>(ms)) + " ms");
+      }
+      std::lock_guard<std::mutex> lock(mu_);
+      stats_.last_put_ms = ms;
+      stats_.bytes = static_cast<int64_t>(image->size());
     }
     {
       std::lock_guard<std::mutex> lock(mu_);

@@ -51,6 +51,8 @@ struct SenderStats {
   int64_t sent = 0;     // Puts that succeeded (one per target)
   int64_t failed = 0;   // Puts that failed
   int64_t last_step = -1;  // newest step Put to every target
+  double last_put_ms = 0;  // the last image's transfer to all targets
+  int64_t bytes = 0;       // the last image's size
 };
 
 class SnapshotSender {

@@ -5,6 +5,7 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 
 #include <CLI/CLI.hpp>
@@ -45,6 +46,13 @@ int main(int argc, char** argv) {
   app.add_option("--profile_steps", o.profile_steps, "profile steps A..B-1 ('A:B') into a Chrome trace");
   app.add_option("--profile_trace", o.profile_trace, "trace path (default run_dir/profile_rank<r>.json)");
   app.add_option("--threads", o.threads, "CPU intra-op threads (default 1; 0: one per core)");
+  std::string resume_snapshot;
+  app.add_option("--snapshot_every", o.snapshot.every_steps, "keep an in-memory snapshot every N steps (0: off)");
+  app.add_option("--snapshot_target", o.snapshot.targets, "an agent's snapshot service host:port (repeatable)");
+  app.add_option("--resume_snapshot", resume_snapshot,
+                 "STEP@HOST:PORT: with --resume, start from that agent's in-memory snapshot of this rank "
+                 "when it verifies and is newer than the disk checkpoint");
+  app.add_option("--snapshot_timeout_ms", o.snapshot.timeout_ms, "per snapshot transfer")->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -60,6 +68,28 @@ int main(int argc, char** argv) {
     }
   }
   if (steps > 0) o.steps = steps;
+  if (!resume_snapshot.empty()) {
+    const size_t at = resume_snapshot.find('@');
+    char* end = nullptr;
+    const long long step = at == std::string::npos ? -1 : std::strtoll(resume_snapshot.c_str(), &end, 10);
+    if (at == std::string::npos || end != resume_snapshot.c_str() + at || step < 0 || at + 1 == resume_snapshot.size()) {
+      kp::engine::LogError("--resume_snapshot " + resume_snapshot + ": expected STEP@HOST:PORT");
+      stop_signal.Done();
+      return kp::worker::fault::kExitBadConfig;
+    }
+    o.snapshot.resume_step = step;
+    o.snapshot.resume_address = resume_snapshot.substr(at + 1);
+  }
+  // Snapshots are keyed by the agent's job and generation; the agent's token
+  // authenticates them.
+  if (const char* job = std::getenv("KP_JOB_ID"); job != nullptr) o.snapshot.job_id = job;
+  if (const char* gen = std::getenv("KP_GENERATION"); gen != nullptr) o.snapshot.generation = std::strtoll(gen, nullptr, 10);
+  if (const char* token_file = std::getenv("KP_TOKEN_FILE"); token_file != nullptr && *token_file != '\0') {
+    std::ifstream in(token_file);
+    std::string token;
+    in >> token;
+    o.snapshot.token = token;
+  }
 
   kp::engine::ParseOptions parse;
   parse.fp8_linear_available = true;  // kp-train links runtime/fp8's Linear

@@ -29,6 +29,7 @@
 #include "runtime/worker/step_time/step_timer.h"
 #include "runtime/worker/profile/step_profiler.h"
 #include "runtime/worker/resume_check.h"
+#include "runtime/snapshot/worker_snapshots.h"
 #include "runtime/fp8/amax_sync.h"
 #include "runtime/fp8/fp8_linear.h"
 #include "runtime/fp8/options_yaml.h"
@@ -284,6 +285,24 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
       return latest.status();
     }
   }
+  // The in-memory snapshot the coordinator named (runtime/snapshot/), used
+  // instead of the disk checkpoint when it verifies and is newer; any
+  // failure falls back to the disk checkpoint, saying why.
+  std::optional<ckpt::LoadedCheckpoint> from_snapshot;
+  const bool snapshot_named = options.resume && !options.snapshot.resume_address.empty();
+  if (snapshot_named) {
+    const int64_t disk_step = resume_loaded ? resume_loaded->state.step : 0;
+    auto fetched = snapshot::FetchSnapshot(options.snapshot, options.rank, options.world_size, ModelHash(config));
+    if (!fetched.ok()) {
+      engine::LogWarning("not resuming from the in-memory snapshot: " + fetched.status().ToString());
+    } else if (fetched->state.step <= disk_step) {
+      engine::LogInfo(absl::StrCat("the disk checkpoint (step ", disk_step, ") is as new as the in-memory snapshot (step ",
+                                   fetched->state.step, "): resuming from disk"));
+    } else {
+      from_snapshot = std::move(*fetched);
+      resume_state = from_snapshot->state;  // FP8 choices, as a disk checkpoint's would be
+    }
+  }
 
   engine::LinearRegistry registry =
       options.linear_registry ? *options.linear_registry : engine::DefaultLinearRegistry();
@@ -354,6 +373,18 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
       comm = owned_comm.get();
     }
     world_comm = comm;
+  }
+  if (snapshot_named) {
+    // All ranks resume from snapshots, or all from disk.
+    KP_ASSIGN_OR_RETURN(const bool every_rank, snapshot::AllRanksAgree(world_comm, from_snapshot.has_value()));
+    if (from_snapshot && !every_rank) {
+      engine::LogWarning("another rank cannot use its in-memory snapshot: every rank resumes from the disk checkpoint");
+      from_snapshot.reset();
+    }
+    if (from_snapshot) {
+      resume_dir = from_snapshot->dir;  // "snapshot@<agent>"
+      resume_loaded = std::move(from_snapshot);
+    }
   }
   // The watchdog aborts a collective stuck past its timeout (the run then
   // ends with DEADLINE_EXCEEDED -> exit 75); if the process cannot return,
@@ -454,6 +485,23 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
                                                        fp8_session, t);
   }
   if (checkpoints && shrinkable != nullptr) checkpoints->set_leader(shrinkable);
+  // In-memory snapshots every k steps on every rank: a checkpoint sink whose
+  // manager hands its host copy to the sender instead of writing.
+  std::unique_ptr<snapshot::SnapshotSender> snapshot_sender;
+  std::unique_ptr<ManagerCheckpoints> snapshot_sink;
+  if (options.snapshot.every_steps > 0 && !options.snapshot.targets.empty()) {
+    snapshot_sender = std::make_unique<snapshot::SnapshotSender>(
+        options.snapshot, options.rank, options.world_size,
+        [&](int64_t next_step) { return snapshot_sink->Save(next_step, *model, optimizer); });
+    ckpt::CheckpointOptions so_snap;
+    so_snap.run_dir = options.run_dir;
+    so_snap.capture = [sender = snapshot_sender.get()](const ckpt::CheckpointState& state,
+                                                       std::map<std::string, ckpt::TensorMap> parts) {
+      sender->Give(state, std::move(parts));
+      return absl::OkStatus();
+    };
+    snapshot_sink = std::make_unique<ManagerCheckpoints>(so_snap, so.global_batch, ModelHash(config), fp8_session, t);
+  }
   std::string metrics_path = options.metrics_jsonl;
   if (metrics_path.empty() && options.rank == 0) metrics_path = options.run_dir + "/metrics.jsonl";
   if (options.rank != 0) metrics_path.clear();
@@ -537,6 +585,12 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     };
     recovery = std::make_unique<ShrinkDpRecovery>(shrinkable, std::move(ro));
     lo.recovery = recovery.get();
+  }
+  std::unique_ptr<snapshot::SnapshotEveryK> snapshot_hook;
+  if (snapshot_sender) {
+    snapshot_hook = std::make_unique<snapshot::SnapshotEveryK>(data, options.snapshot.every_steps, start_step,
+                                                               snapshot_sender.get());
+    data = snapshot_hook.get();
   }
   auto result = engine::TrainLoop(config, *model, optimizer, *data, *step_timer->sync(), checkpoints.get(),
                                   *metrics, lo);

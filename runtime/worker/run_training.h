@@ -16,6 +16,7 @@
 #include "runtime/engine/config.h"
 #include "runtime/engine/linear.h"
 #include "runtime/engine/train_loop.h"
+#include "runtime/snapshot/worker_snapshots.h"
 
 namespace kp::worker {
 
@@ -62,6 +63,9 @@ struct RunOptions {
   // An already-formed data-parallel group (in-process tests with the fake
   // backend); null: one is formed through `rendezvous` when world_size > 1.
   comm::Communicator* communicator = nullptr;
+  // In-memory snapshots on agents (kp-train --snapshot_every,
+  // --snapshot_target, --resume_snapshot; runtime/snapshot/).
+  snapshot::WorkerSnapshotOptions snapshot;
   // Tests only: called before every batch (in-process shrink tests record
   // the samples each rank consumed, and end a rank there).
   BatchHook on_batch;

@@ -132,7 +132,10 @@ absl::Status Cluster::Start() {
                                      "--checkpoint_root",
                                      dir_ + "/checkpoints",
                                      "--stop_grace_ms",
-                                     std::to_string(options_.stop_grace_ms)};
+                                     std::to_string(options_.stop_grace_ms),
+                                     // In-memory snapshots (peer_snapshot_test) stay on loopback too.
+                                     "--snapshot_listen",
+                                     "127.0.0.1:0"};
     if (options_.slots_per_agent > 0) {
       argv.push_back("--cpu_slots");
       argv.push_back(std::to_string(options_.slots_per_agent));
