@@ -20,6 +20,7 @@ SnapshotSender::SnapshotSender(const WorkerSnapshotOptions& options, int rank, i
 }
 
 SnapshotSender::~SnapshotSender() {
+  if (options_.wait_when_busy) Drain();  // tests keep the last snapshot too
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
@@ -31,8 +32,9 @@ SnapshotSender::~SnapshotSender() {
 
 void SnapshotSender::Offer(int64_t next_step) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     ++stats_.offered;
+    if (options_.wait_when_busy) cv_.wait(lock, [&] { return stop_ || (!busy_ && !pending_.has_value()); });
     if (busy_ || pending_) {
       // Rare when transfers keep up with the cadence; say so the first times.
       if (++stats_.dropped <= 3) {

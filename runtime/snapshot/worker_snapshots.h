@@ -43,6 +43,9 @@ struct WorkerSnapshotOptions {
   int64_t generation = 0;
   std::string token;
   int64_t timeout_ms = 10'000;  // per Put / Get
+  // Tests that need every snapshot: wait for the transfer in flight instead
+  // of dropping the snapshot due (this stalls training; never in kp-train).
+  bool wait_when_busy = false;
 };
 
 struct SenderStats {

@@ -1,0 +1,141 @@
+// kp-train's side of in-memory snapshots, in process (RunTraining, one rank,
+// a loopback agent): a run that takes snapshots and "crashes" after the
+// last disk checkpoint resumes from the newer snapshot and continues the
+// uninterrupted run bit for bit; a snapshot that is missing, unreachable or
+// not newer than the disk checkpoint falls back to the disk checkpoint.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+
+#include "runtime/engine/checkpoint/checkpoint_manager.h"
+#include "runtime/snapshot/loopback_agent.h"
+#include "runtime/worker/run_training.h"
+
+namespace kp::snapshot {
+namespace {
+
+namespace fs = std::filesystem;
+constexpr char kToken[] = "run-training-snapshot-token";
+
+std::string TempDir(const std::string& name) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  fs::path p = fs::path(tmp ? tmp : "/tmp") / ("rts_" + name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p.string();
+}
+
+engine::Config Small() {
+  auto c = engine::LoadConfigFile("configs/tiny.yaml");
+  EXPECT_TRUE(c.ok()) << c.status();
+  engine::Config config = *c;
+  config.model.d_model = 32;
+  config.model.n_layers = 2;
+  config.model.ffn_hidden = 64;
+  config.model.max_seq_len = 32;
+  config.training.seq_len = 32;
+  config.training.micro_batch = 4;
+  config.training.grad_accum = 1;
+  config.training.steps = 8;
+  config.training.warmup_steps = 2;
+  config.training.checkpoint_every = 4;
+  config.training.log_every = 4;
+  config.data.builtin.num_tokens = 1 << 16;
+  return config;
+}
+
+worker::RunOptions Options(const std::string& dir) {
+  worker::RunOptions o;
+  o.run_dir = dir;
+  o.device = "cpu";
+  o.threads = 1;
+  return o;
+}
+
+ckpt::TensorMap FinalModel(const std::string& run_dir) {
+  auto latest = ckpt::CheckpointManager::LatestComplete(run_dir);
+  EXPECT_TRUE(latest.ok()) << latest.status();
+  auto loaded = ckpt::CheckpointManager::Load(*latest);
+  EXPECT_TRUE(loaded.ok()) << loaded.status();
+  return loaded.ok() ? loaded->parts.at("model") : ckpt::TensorMap{};
+}
+
+class RunTrainingSnapshotTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto a = LoopbackAgent::Start(kToken);
+    ASSERT_TRUE(a.ok()) << a.status();
+    agent_ = std::move(*a);
+    // The uninterrupted run.
+    straight_ = TempDir("straight");
+    auto r = worker::RunTraining(Small(), Options(straight_));
+    ASSERT_TRUE(r.ok()) << r.status();
+    reference_ = r->losses;
+    // The run that takes snapshots every 2 steps and dies after step 6: its
+    // disk checkpoints are steps 4 and 7 (the last step's); the crash is
+    // before the one of step 7, which is removed.
+    dir_ = TempDir("crashed");
+    worker::RunOptions o = Options(dir_);
+    o.snapshot = Snapshots(1);
+    o.snapshot.every_steps = 2;
+    o.snapshot.targets = {agent_->address()};
+    o.snapshot.wait_when_busy = true;  // in process a step takes milliseconds: keep every snapshot
+    o.stop_after_steps = 7;
+    auto first = worker::RunTraining(Small(), o);
+    ASSERT_TRUE(first.ok()) << first.status();
+    fs::remove_all(fs::path(ckpt::CheckpointManager::CheckpointsDir(dir_)) / ckpt::CheckpointManager::StepDirName(7));
+    std::vector<int64_t> held;
+    for (const auto& k : agent_->Held()) held.push_back(k.step);
+    ASSERT_EQ(held, (std::vector<int64_t>{4, 6})) << "kept: the newest two";
+  }
+  WorkerSnapshotOptions Snapshots(int64_t generation) const {
+    WorkerSnapshotOptions s;
+    s.job_id = "jtest";
+    s.generation = generation;
+    s.token = kToken;
+    s.timeout_ms = 2000;
+    return s;
+  }
+  // Resumes generation 2 naming `step`@`address`; returns the steps it ran.
+  std::vector<double> Resume(const std::string& address, int64_t step) {
+    worker::RunOptions o = Options(dir_);
+    o.resume = true;
+    o.snapshot = Snapshots(2);
+    o.snapshot.resume_address = address;
+    o.snapshot.resume_step = step;
+    auto r = worker::RunTraining(Small(), o);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->losses : std::vector<double>{};
+  }
+  void ExpectTail(const std::vector<double>& losses, size_t from) {
+    ASSERT_EQ(losses.size(), reference_.size() - from);
+    for (size_t i = 0; i < losses.size(); ++i) EXPECT_EQ(losses[i], reference_[from + i]) << "step " << from + i;
+    ckpt::TensorMap a = FinalModel(straight_), b = FinalModel(dir_);
+    ASSERT_EQ(a.size(), b.size());
+    for (const auto& [name, t] : a) EXPECT_TRUE(at::equal(t, b.at(name))) << name;
+  }
+
+  std::unique_ptr<LoopbackAgent> agent_;
+  std::string straight_, dir_;
+  std::vector<double> reference_;
+};
+
+TEST_F(RunTrainingSnapshotTest, ResumesFromTheNewerSnapshotBitwise) {
+  ExpectTail(Resume(agent_->address(), 6), 6);  // steps 6 and 7 only
+}
+
+TEST_F(RunTrainingSnapshotTest, MissingSnapshotFallsBackToDisk) {
+  ExpectTail(Resume(agent_->address(), 8), 4);  // not held: disk step 4
+}
+
+TEST_F(RunTrainingSnapshotTest, UnreachableAgentFallsBackToDisk) {
+  ExpectTail(Resume("127.0.0.1:1", 6), 4);
+}
+
+TEST_F(RunTrainingSnapshotTest, SnapshotNotNewerThanDiskIsNotUsed) {
+  ExpectTail(Resume(agent_->address(), 4), 4);  // as new as the disk checkpoint: disk
+}
+
+}  // namespace
+}  // namespace kp::snapshot
