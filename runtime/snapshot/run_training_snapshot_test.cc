@@ -7,6 +7,9 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <thread>
+
+#include "runtime/comm/fake_communicator.h"
 
 #include "runtime/engine/checkpoint/checkpoint_manager.h"
 #include "runtime/snapshot/loopback_agent.h"
@@ -135,6 +138,90 @@ TEST_F(RunTrainingSnapshotTest, UnreachableAgentFallsBackToDisk) {
 
 TEST_F(RunTrainingSnapshotTest, SnapshotNotNewerThanDiskIsNotUsed) {
   ExpectTail(Resume(agent_->address(), 4), 4);  // as new as the disk checkpoint: disk
+}
+
+// Two ranks (threads over the fake backend): they resume from snapshots only
+// if both can; one rank whose snapshot cannot be fetched sends both to disk.
+class TwoRanks {
+ public:
+  explicit TwoRanks(const std::string& dir) : dir_(dir) {
+    config_ = Small();
+    config_.parallel.dp = 2;
+    config_.training.micro_batch = 2;
+  }
+  // Runs both ranks with per-rank options; returns each rank's losses.
+  std::vector<std::vector<double>> Run(const std::function<void(int, worker::RunOptions&)>& set) {
+    comm::FakeWorld world(2, std::chrono::seconds(60));
+    std::vector<std::vector<double>> losses(2);
+    std::vector<absl::Status> status(2);
+    std::vector<std::thread> ranks;
+    for (int r = 0; r < 2; ++r) {
+      ranks.emplace_back([&, r] {
+        auto comm = world.Join(r);
+        worker::RunOptions o = Options(dir_);
+        o.rank = r;
+        o.world_size = 2;
+        o.communicator = comm.get();
+        set(r, o);
+        auto result = worker::RunTraining(config_, o);
+        status[r] = result.status();
+        if (result.ok()) losses[r] = result->losses;
+      });
+    }
+    for (auto& t : ranks) t.join();
+    EXPECT_TRUE(status[0].ok()) << status[0];
+    EXPECT_TRUE(status[1].ok()) << status[1];
+    return losses;
+  }
+
+ private:
+  std::string dir_;
+  engine::Config config_;
+};
+
+TEST(RunTrainingSnapshotTwoRanks, EveryRankOrNone) {
+  auto agent = LoopbackAgent::Start(kToken);
+  ASSERT_TRUE(agent.ok()) << agent.status();
+  const std::string address = (*agent)->address();
+  auto snapshots = [&](int64_t generation) {
+    WorkerSnapshotOptions s;
+    s.job_id = "j2";
+    s.generation = generation;
+    s.token = kToken;
+    s.timeout_ms = 2000;
+    return s;
+  };
+  const std::string dir = TempDir("two_ranks");
+  TwoRanks job(dir);
+  job.Run([&](int, worker::RunOptions& o) {
+    o.snapshot = snapshots(1);
+    o.snapshot.every_steps = 2;
+    o.snapshot.targets = {address};
+    o.snapshot.wait_when_busy = true;
+    o.stop_after_steps = 7;
+  });
+  const fs::path last = fs::path(ckpt::CheckpointManager::CheckpointsDir(dir)) / ckpt::CheckpointManager::StepDirName(7);
+  fs::remove_all(last);
+  // Rank 1 names an agent that is gone: both ranks resume from disk (step 4).
+  auto fallback = job.Run([&](int r, worker::RunOptions& o) {
+    o.resume = true;
+    o.stop_after_steps = 7;  // leave the snapshots of step 6 for the next resume
+    o.snapshot = snapshots(2);
+    o.snapshot.resume_address = r == 0 ? address : "127.0.0.1:1";
+    o.snapshot.resume_step = 6;
+  });
+  EXPECT_EQ(fallback[0].size(), 3u);  // steps 4, 5, 6
+  EXPECT_EQ(fallback[1].size(), 3u);
+  fs::remove_all(last);
+  // Both can: both resume from the snapshots of step 6.
+  auto resumed = job.Run([&](int, worker::RunOptions& o) {
+    o.resume = true;
+    o.snapshot = snapshots(2);
+    o.snapshot.resume_address = address;
+    o.snapshot.resume_step = 6;
+  });
+  EXPECT_EQ(resumed[0].size(), 2u);  // steps 6, 7
+  EXPECT_EQ(resumed[1].size(), 2u);
 }
 
 }  // namespace
