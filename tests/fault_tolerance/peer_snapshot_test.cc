@@ -60,6 +60,11 @@ TEST(PeerSnapshot, NodeLossResumesFromTheSnapshotOnThePeer) {
   o.slots_per_agent = 1;
   o.heartbeat_interval_ms = 200;
   o.heartbeat_timeout_ms = 1500;
+  // Steps of about 0.2 s (rank 0 sleeps; the numbers do not change): a
+  // snapshot's transfer and the heartbeat that reports it then keep up with
+  // a 2-step cadence on a loaded 2-core machine, as they would with real
+  // step times; with 10 ms steps the check below could lag behind.
+  o.agent_env = {"KP_TEST_SLOW_RANK=0:150"};
   Cluster cluster(o);
   ASSERT_TRUE(cluster.Start().ok());
 
