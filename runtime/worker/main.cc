@@ -42,6 +42,8 @@ int main(int argc, char** argv) {
   app.add_option("--rendezvous", o.rendezvous, "shared directory for the ranks' file store");
   app.add_option("--metrics_jsonl", o.metrics_jsonl, "per-step JSON lines (default run_dir/metrics.jsonl)");
   app.add_flag("--resume", o.resume, "continue from the newest complete checkpoint in run_dir");
+  app.add_flag("--allow_schedule_change", o.allow_schedule_change,
+               "with --resume: accept a learning-rate schedule (steps, lr, warmup) other than the checkpoint's");
   app.add_option("--comm_timeout_ms", o.comm_timeout_ms, "collective timeout (0: the backend's default)");
   app.add_option("--profile_steps", o.profile_steps, "profile steps A..B-1 ('A:B') into a Chrome trace");
   app.add_option("--profile_trace", o.profile_trace, "trace path (default run_dir/profile_rank<r>.json)");

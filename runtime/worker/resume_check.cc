@@ -33,7 +33,7 @@ void RecordResumePoint(const ResumePoint& point, ckpt::CheckpointState* state) {
 }
 
 absl::Status CheckResume(const std::string& dir, const ckpt::CheckpointState& recorded,
-                         const ResumePoint& restored) {
+                         const ResumePoint& restored, bool check_learning_rate) {
   const std::string dir_name = std::filesystem::path(dir).filename().string();
   if (dir_name.rfind("step_", 0) == 0 && dir_name != ckpt::CheckpointManager::StepDirName(recorded.step)) {
     return Mismatch(dir, absl::StrCat("step: state.json records step ", recorded.step, " but the directory is ",
@@ -48,7 +48,7 @@ absl::Status CheckResume(const std::string& dir, const ckpt::CheckpointState& re
                                       restored.data_position, ", the checkpoint recorded ",
                                       recorded.data_position, " (global batch changed?)"));
   }
-  if (auto it = recorded.extra.find(kLr); it != recorded.extra.end()) {
+  if (auto it = recorded.extra.find(kLr); check_learning_rate && it != recorded.extra.end()) {
     char* end = nullptr;
     const double lr = std::strtod(it->second.c_str(), &end);
     if (end == it->second.c_str() || *end != '\0' || !std::isfinite(lr)) {
@@ -57,7 +57,8 @@ absl::Status CheckResume(const std::string& dir, const ckpt::CheckpointState& re
     // Both sides come from the same schedule function: equal up to rounding.
     if (std::abs(lr - restored.learning_rate) > 1e-12 * std::max(std::abs(lr), 1e-30)) {
       return Mismatch(dir, absl::StrFormat("learning_rate: %.17g at step %d after resume, the checkpoint "
-                                           "recorded %.17g (schedule changed?)",
+                                           "recorded %.17g (schedule changed? kp-train "
+                                           "--allow_schedule_change accepts that)",
                                            restored.learning_rate, restored.step, lr));
     }
   }

@@ -35,8 +35,9 @@ void RecordResumePoint(const ResumePoint& point, ckpt::CheckpointState* state);
 // OK when `restored` agrees with what `recorded` (loaded from
 // checkpoint_dir) holds; fields an older checkpoint did not record are not
 // checked. INVALID_ARGUMENT "resume check failed for <dir>: <field>: ...".
+// check_learning_rate = false: a schedule change the caller allowed.
 absl::Status CheckResume(const std::string& checkpoint_dir, const ckpt::CheckpointState& recorded,
-                         const ResumePoint& restored);
+                         const ResumePoint& restored, bool check_learning_rate = true);
 
 // The largest "<param>.step" of an optimizer state dict; none if it has none.
 std::optional<int64_t> OptimizerStep(const std::map<std::string, at::Tensor>& state_dict);

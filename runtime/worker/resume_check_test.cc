@@ -201,6 +201,13 @@ TEST(ResumeThroughRunTraining, TamperedRecordStopsBeforeTheFirstStep) {
   auto r = Resume(dir, longer);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("learning_rate:"), std::string::npos) << r.status();
+  // ... unless the caller says the change is meant.
+  RunOptions allowed = Options(dir);
+  allowed.resume = true;
+  allowed.allow_schedule_change = true;
+  auto ok = RunTraining(longer, allowed);
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(ok->losses.size(), 32u);  // steps 8..39
 }
 
 TEST(ResumeThroughRunTraining, CorruptNewestCheckpointFallsBackToThePreviousOne) {

@@ -464,7 +464,10 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     restored.learning_rate = engine::LearningRate(t, start_step);
     restored.cpu_rng = ckpt::CaptureCpuRngState();
     restored.optimizer_step = OptimizerStep(optimizer.StateDict());
-    KP_RETURN_IF_ERROR(CheckResume(*resume_dir, loaded.state, restored));
+    if (options.allow_schedule_change) {
+      engine::LogInfo("--allow_schedule_change: the resume check skips the learning rate");
+    }
+    KP_RETURN_IF_ERROR(CheckResume(*resume_dir, loaded.state, restored, !options.allow_schedule_change));
     resume_loaded.reset();  // the tensors are in the model and optimizer now
     engine::LogInfo(absl::StrFormat("resumed from %s at step %d", *resume_dir, start_step));
   }

@@ -38,6 +38,10 @@ struct RunOptions {
   std::string rendezvous;
   std::string metrics_jsonl;  // default run_dir/metrics.jsonl (rank 0 only)
   bool resume = false;        // from the newest complete checkpoint in run_dir
+  // With resume: accept a learning-rate schedule other than the one the
+  // checkpoint was saved under (training.steps, lr or warmup changed on
+  // purpose); the resume check (resume_check.h) then skips the learning rate.
+  bool allow_schedule_change = false;
   // CPU intra-op threads. 1 by default: with several ranks or a busy host,
   // OpenMP's spinning workers made a tiny run 10x slower (measured on a
   // loaded 2-core machine); raise it on an idle many-core host. 0: libtorch's

@@ -40,6 +40,14 @@ wait "$pid" || rc=$?
 [[ "$rc" -eq 0 ]] || { echo "SIGTERM exit code $rc"; cat "$T/term.log"; exit 1; }
 stopped=$(sed 's/step_0*//' "$T/term/checkpoints/LATEST")
 [[ "$stopped" -ge 2 && "$stopped" -lt 1000 ]] || { echo "stopped at '$stopped'"; exit 1; }
-"$BIN" --config "$CONFIG" --run_dir "$T/term" --steps $((stopped + 2)) --resume >"$T/resume.log" 2>&1
+# A shorter run than the one that saved: another learning-rate schedule,
+# which the resume check refuses (exit 2, naming learning_rate) unless
+# --allow_schedule_change says it is meant.
+rc=0
+"$BIN" --config "$CONFIG" --run_dir "$T/term" --steps $((stopped + 2)) --resume >"$T/refused.log" 2>&1 || rc=$?
+[[ "$rc" -eq 2 ]] || { echo "schedule change: exit code $rc, expected 2"; cat "$T/refused.log"; exit 1; }
+grep -q "learning_rate" "$T/refused.log" || { cat "$T/refused.log"; exit 1; }
+"$BIN" --config "$CONFIG" --run_dir "$T/term" --steps $((stopped + 2)) --resume --allow_schedule_change \
+  >"$T/resume.log" 2>&1
 grep -q "resumed from .* at step $stopped" "$T/resume.log" || { cat "$T/resume.log"; exit 1; }
 echo PASS
