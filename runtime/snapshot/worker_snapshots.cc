@@ -156,10 +156,9 @@ absl::StatusOr<ckpt::LoadedCheckpoint> FetchSnapshot(const WorkerSnapshotOptions
   return std::move(d.checkpoint);
 }
 
-absl::StatusOr<bool> AllRanksAgree(comm::Communicator* comm, bool mine) {
+absl::StatusOr<bool> AllRanksAgree(comm::Communicator* comm, bool mine, c10::Device device) {
   if (comm == nullptr || comm->size() == 1) return mine;
-  at::Tensor flag = at::full({1}, mine ? 1.0f : 0.0f, at::kFloat);
-  if (comm->backend() == "nccl") flag = flag.cuda();
+  at::Tensor flag = at::full({1}, mine ? 1.0f : 0.0f, at::TensorOptions().dtype(at::kFloat).device(device));
   KP_RETURN_IF_ERROR(comm->AllReduce(flag, comm::ReduceOp::kMin));
   return flag.cpu().item<float>() > 0.5f;
 }

@@ -120,7 +120,8 @@ absl::StatusOr<ckpt::LoadedCheckpoint> FetchSnapshot(const WorkerSnapshotOptions
                                                      int world_size, const std::string& model_hash);
 
 // True when `mine` holds on every rank of `comm` (null: this rank alone).
-absl::StatusOr<bool> AllRanksAgree(comm::Communicator* comm, bool mine);
+// `device`: where the communicator's tensors live (the rank's GPU for NCCL).
+absl::StatusOr<bool> AllRanksAgree(comm::Communicator* comm, bool mine, c10::Device device = c10::kCPU);
 
 }  // namespace kp::snapshot
 

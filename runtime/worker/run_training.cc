@@ -376,7 +376,7 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   }
   if (snapshot_named) {
     // All ranks resume from snapshots, or all from disk.
-    KP_ASSIGN_OR_RETURN(const bool every_rank, snapshot::AllRanksAgree(world_comm, from_snapshot.has_value()));
+    KP_ASSIGN_OR_RETURN(const bool every_rank, snapshot::AllRanksAgree(world_comm, from_snapshot.has_value(), device));
     if (from_snapshot && !every_rank) {
       engine::LogWarning("another rank cannot use its in-memory snapshot: every rank resumes from the disk checkpoint");
       from_snapshot.reset();
