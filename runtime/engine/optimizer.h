@@ -10,6 +10,7 @@
 #define KP_RUNTIME_ENGINE_OPTIMIZER_H_
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -43,10 +44,15 @@ class Optimizer {
   // CUDA parameters take ATen's fused multi-tensor AdamW kernel (one launch
   // per group instead of ~10 per parameter); CPU keeps torch::optim::AdamW.
   // Both implement the same update; state lives in torch::optim's map.
-  void Step();
+  //
+  // grad_divisor (a 0-dim fp32 tensor on the params' device, optional):
+  // every gradient is divided by it first. Global-norm clipping passes
+  // norm / clip here, so the fused kernel applies it while it reads the
+  // gradients anyway instead of a separate pass over them.
+  void Step(const std::optional<at::Tensor>& grad_divisor = std::nullopt);
   // The fused path alone, on any device (ATen has a CPU kernel too): tests
   // compare it with torch::optim::AdamW on CPU.
-  void FusedStep();
+  void FusedStep(const std::optional<at::Tensor>& grad_divisor = std::nullopt);
   void ZeroGrad();
   const std::vector<at::Tensor>& parameters() const { return params_; }
 

@@ -3,6 +3,8 @@
 // changing learning rate, decay and no-decay groups, random gradients.
 #include "runtime/engine/optimizer.h"
 
+#include <cmath>
+
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
@@ -96,6 +98,50 @@ TEST(OptimizerTest, FusedStepMatchesTorchAdamWOverSeveralSteps) {
       EXPECT_LT(RelErr(got[name], tensor), 1e-4) << name;
     }
   }
+}
+
+// Clipping folded into the step: the fused kernel dividing by norm / clip as
+// it reads the gradients equals scaling them first and stepping (and the CPU
+// torch::optim path does the same).
+TEST(OptimizerTest, GradDivisorEqualsScalingTheGradientsFirst) {
+  TrainingConfig t;
+  t.lr = 1e-2;
+  t.weight_decay = 0.1;
+  Built scaled = Build(t);
+  Built folded = Build(t);
+  Built folded_cpu = Build(t);
+  std::vector<at::Tensor> initial;
+  for (const auto& p : scaled.opt->parameters()) initial.push_back(p.detach().clone());
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(11);
+  for (int step = 0; step < 3; ++step) {
+    SetGradients(*scaled.opt, *folded.opt, g);
+    for (size_t i = 0; i < scaled.opt->parameters().size(); ++i) {
+      folded_cpu.opt->parameters()[i].mutable_grad() = scaled.opt->parameters()[i].grad().clone();
+    }
+    const double divisor = 3.5 + step;  // norm / clip > 1
+    ScaleGradients(scaled.opt->parameters(), at::scalar_tensor(1.0 / divisor));
+    scaled.opt->FusedStep();
+    folded.opt->FusedStep(at::scalar_tensor(divisor, at::kFloat));
+    folded_cpu.opt->Step(at::scalar_tensor(divisor, at::kFloat));
+    for (size_t i = 0; i < scaled.opt->parameters().size(); ++i) {
+      const at::Tensor want = scaled.opt->parameters()[i] - initial[i];
+      EXPECT_LT(RelErr(folded.opt->parameters()[i] - initial[i], want), 1e-4) << step << " " << i;
+      EXPECT_LT(RelErr(folded_cpu.opt->parameters()[i] - initial[i], want), 1e-4) << step << " " << i;
+    }
+  }
+}
+
+TEST(OptimizerTest, GlobalGradNormMatchesFloat64) {
+  TrainingConfig t;
+  Built b = Build(t);
+  at::Generator g = at::make_generator<at::CPUGeneratorImpl>(13);
+  double sq = 0;
+  for (const at::Tensor& p : b.opt->parameters()) {
+    at::Tensor grad = at::randn(p.sizes(), g, at::kFloat);
+    p.mutable_grad() = grad;
+    sq += grad.to(at::kDouble).pow(2).sum().item<double>();
+  }
+  EXPECT_NEAR(GlobalGradNorm(b.opt->parameters()).item<double>(), std::sqrt(sq), 1e-5 * std::sqrt(sq));
 }
 
 // A restored state continues with the loaded step count (bias correction).

@@ -2,6 +2,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <optional>
 
 #include <ATen/ATen.h>
 
@@ -121,12 +122,14 @@ absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
           "; training.nan_policy is stop. The last checkpoint is untouched."));
     }
     if (finite) {
-      // Global-norm clipping: scale all gradients by clip / norm when above.
+      // Global-norm clipping: gradients scaled by clip / norm when above,
+      // applied by the optimizer as it reads them (Optimizer::Step).
+      std::optional<at::Tensor> divisor;
       if (t.grad_clip > 0 && grad_norm > t.grad_clip) {
-        ScaleGradients(optimizer.parameters(),
-                       at::scalar_tensor(t.grad_clip / (grad_norm + 1e-6), grad_norm_t.options()));
+        divisor = at::scalar_tensor((grad_norm + 1e-6) / t.grad_clip,
+                                    grad_norm_t.options().dtype(at::kFloat));
       }
-      optimizer.Step();
+      optimizer.Step(divisor);
     } else {
       ++result.skipped_steps;  // nan_policy skip: no update, the data moves on
     }
