@@ -10,6 +10,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include "kernels/cross_entropy.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
 #include "runtime/common/status.h"
@@ -159,6 +160,53 @@ class SwiGluFunction : public torch::autograd::Function<SwiGluFunction> {
   }
 };
 
+class CrossEntropySumFunction : public torch::autograd::Function<CrossEntropySumFunction> {
+ public:
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& logits_in,
+                            const at::Tensor& targets_in) {
+    KP_CHECK(logits_in.dim() == 2 && logits_in.scalar_type() == at::kBFloat16 &&
+             logits_in.is_cuda());
+    KP_CHECK(targets_in.dim() == 1 && targets_in.size(0) == logits_in.size(0));
+    const int64_t rows = logits_in.size(0), vocab = logits_in.size(1);
+    KP_CHECK(vocab > 0);
+    // The kernels index rows by stride(0), also when there is one row.
+    const at::Tensor logits = logits_in.stride(1) == 1 && logits_in.stride(0) >= vocab
+                                  ? logits_in
+                                  : logits_in.contiguous();
+    const at::Tensor targets = targets_in.to(logits.device(), at::kLong).contiguous();
+    const c10::cuda::CUDAGuard guard(logits.device());
+    const auto f32 = logits.options().dtype(at::kFloat);
+    at::Tensor loss = at::empty({rows}, f32);
+    at::Tensor lse = at::empty({rows}, f32);
+    CudaOk(kernels::CrossEntropyForward(logits.data_ptr(), logits.stride(0), rows, vocab,
+                                        targets.data_ptr<int64_t>(), loss.data_ptr<float>(),
+                                        lse.data_ptr<float>(),
+                                        c10::cuda::getCurrentCUDAStream()));
+    ctx->save_for_backward({logits, lse, targets});
+    return loss.sum();
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    // The first backward overwrote the logits: a second would read gradients.
+    KP_CHECK(ctx->saved_data.count("consumed") == 0);
+    ctx->saved_data["consumed"] = true;
+    const variable_list saved = ctx->get_saved_variables();
+    const at::Tensor logits = saved[0].detach();
+    const at::Tensor& lse = saved[1];
+    const at::Tensor& targets = saved[2];
+    if (!grads[0].defined()) return {at::Tensor(), at::Tensor()};
+    // A 0-dim device tensor the kernel broadcasts (stride 0): no host sync.
+    const at::Tensor scale = grads[0].to(logits.device(), at::kFloat).reshape({1}).contiguous();
+    const c10::cuda::CUDAGuard guard(logits.device());
+    CudaOk(kernels::CrossEntropyBackward(logits.data_ptr(), logits.stride(0), logits.size(0),
+                                         logits.size(1), targets.data_ptr<int64_t>(),
+                                         lse.data_ptr<float>(), scale.data_ptr<float>(),
+                                         /*grad_row_stride=*/0, logits.data_ptr(),
+                                         logits.stride(0), c10::cuda::getCurrentCUDAStream()));
+    return {logits, at::Tensor()};
+  }
+};
+
 }  // namespace
 
 bool FusedKernelsApply(const c10::Device& device, at::ScalarType dtype) {
@@ -205,6 +253,10 @@ at::Tensor SwiGluActivation(const at::Tensor& gate_up, bool fused) {
     return SwiGlu(gate_up);
   }
   return SwiGluFunction::apply(gate_up);
+}
+
+at::Tensor FusedCrossEntropySum(const at::Tensor& logits, const at::Tensor& targets) {
+  return CrossEntropySumFunction::apply(logits, targets);
 }
 
 }  // namespace kp::engine

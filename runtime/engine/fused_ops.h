@@ -3,7 +3,10 @@
 //    v with RoPE applied to q and k (kernels/rope.h), one kernel forward and
 //    one backward instead of ~10 ATen kernels and transposed copies each way;
 //  - SwiGluActivation: silu(gate) * up (kernels/swiglu.h), one kernel each
-//    way, saving only gate_up for backward.
+//    way, saving only gate_up for backward;
+//  - FusedCrossEntropySum: the loss of bf16 logits (kernels/cross_entropy.h),
+//    one read of the logits forward and one read + write backward, instead
+//    of fp32 copies, log_softmax and their gradients (~6x the traffic).
 // The fused path runs on CUDA bf16 tensors on sm_90+ (the kernels are built
 // for Hopper) when `fused` is set; everything else (CPU, fp32, float64, or
 // fused off) takes the ATen composition of layers.h, which is also the
@@ -50,6 +53,16 @@ QkvHeads SplitQkvWithRopeReference(const at::Tensor& qkv, const RopeTable& rope,
 // gate_up: [..., 2F] = [gate | up]; returns silu(gate) * up, [..., F]. The
 // unfused path is SwiGlu (layers.h).
 at::Tensor SwiGluActivation(const at::Tensor& gate_up, bool fused);
+
+// Sum over rows of cross_entropy(logits[n], targets[n]) as an fp32 0-dim
+// tensor; differentiable in logits. logits: CUDA bf16 [N, V] (callers check
+// FusedKernelsApply); targets: integer [N]. A target outside [0, V) makes
+// the sum NaN (and its row's gradient NaN) instead of reading out of bounds.
+// To save a logits-sized buffer, backward writes the gradient over the
+// saved logits (when they had a contiguous last dimension): whatever
+// produced them must not need them in its own backward (a Linear does not),
+// nobody may read them after backward, and backward runs once (checked).
+at::Tensor FusedCrossEntropySum(const at::Tensor& logits, const at::Tensor& targets);
 
 }  // namespace kp::engine
 

@@ -162,7 +162,7 @@ at::Tensor Transformer::Loss(const at::Tensor& inputs, const at::Tensor& targets
   LinearLayer* head = head_.get();
   return ChunkedCrossEntropy(
       h, targets.reshape({-1}), [head](const at::Tensor& x) { return head->Forward(x); },
-      head_params, chunk_tokens);
+      head_params, chunk_tokens, config_.fused_kernels);
 }
 
 at::Tensor Transformer::Logits(const at::Tensor& tokens, const AttentionContext& actx) {

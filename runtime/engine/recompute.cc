@@ -12,6 +12,7 @@
 #include <torch/csrc/autograd/variable.h>
 
 #include "runtime/common/status.h"
+#include "runtime/engine/fused_ops.h"
 
 namespace kp::engine {
 namespace {
@@ -204,10 +205,16 @@ struct TiledFunction : public torch::autograd::Function<TiledFunction> {
   }
 };
 
-// Sum of the rows' cross entropies, softmax in at least fp32.
+// Sum of the rows' cross entropies, softmax in at least fp32. `fused`: bf16
+// CUDA logits go through the fused kernel (fp32 math, no fp32 copy of the
+// logits; backward overwrites the logits, which the head's backward does
+// not need).
 at::Tensor ChunkLossSum(const TensorFn& head, const at::Tensor& hidden_chunk,
-                        const at::Tensor& target_chunk) {
+                        const at::Tensor& target_chunk, bool fused) {
   at::Tensor logits = head(hidden_chunk);
+  if (fused && logits.dim() == 2 && FusedKernelsApply(logits.device(), logits.scalar_type())) {
+    return FusedCrossEntropySum(logits, target_chunk);
+  }
   logits = logits.to(LossDtype(logits));
   return at::cross_entropy_loss(logits, target_chunk, /*weight=*/{}, at::Reduction::Sum);
 }
@@ -215,9 +222,11 @@ at::Tensor ChunkLossSum(const TensorFn& head, const at::Tensor& hidden_chunk,
 struct ChunkedCrossEntropyFunction
     : public torch::autograd::Function<ChunkedCrossEntropyFunction> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& hidden, at::TensorList params,
-                            const at::Tensor& targets, int64_t chunk, c10::IValue head) {
+                            const at::Tensor& targets, int64_t chunk, bool fused,
+                            c10::IValue head) {
     ctx->saved_data["fn"] = head;
     ctx->saved_data["chunk"] = chunk;
+    ctx->saved_data["fused"] = fused;
     variable_list saved{hidden, targets};
     saved.insert(saved.end(), params.begin(), params.end());
     ctx->save_for_backward(saved);
@@ -227,7 +236,7 @@ struct ChunkedCrossEntropyFunction
     at::Tensor total = at::zeros({}, hidden.options().dtype(LossDtype(hidden)));
     for (int64_t s = 0; s < n; s += chunk) {
       const int64_t len = std::min(chunk, n - s);
-      total += ChunkLossSum(fn, hidden.narrow(0, s, len), targets.narrow(0, s, len));
+      total += ChunkLossSum(fn, hidden.narrow(0, s, len), targets.narrow(0, s, len), fused);
     }
     return total / static_cast<double>(n);
   }
@@ -238,6 +247,7 @@ struct ChunkedCrossEntropyFunction
     const at::Tensor& targets = saved[1];
     variable_list params(saved.begin() + 2, saved.end());
     const int64_t chunk = ctx->saved_data["chunk"].toInt();
+    const bool fused = ctx->saved_data["fused"].toBool();
     const TensorFn& fn = Held(ctx);
     const int64_t n = hidden.size(0);
     // d(mean)/d(row loss) = 1/N, times the upstream gradient.
@@ -252,7 +262,7 @@ struct ChunkedCrossEntropyFunction
       at::Tensor loss;
       {
         torch::autograd::AutoGradMode grad_mode(true);
-        loss = ChunkLossSum(fn, inputs[0], targets.narrow(0, s, len));
+        loss = ChunkLossSum(fn, inputs[0], targets.narrow(0, s, len), fused);
       }
       variable_list grads = GradsOf(loss, scale.to(loss.scalar_type()), inputs);
       grad_hidden.narrow(0, s, len).copy_(grads[0]);
@@ -262,6 +272,7 @@ struct ChunkedCrossEntropyFunction
     out.insert(out.end(), grad_params.begin(), grad_params.end());
     out.push_back(at::Tensor());  // targets
     out.push_back(at::Tensor());  // chunk
+    out.push_back(at::Tensor());  // fused
     out.push_back(at::Tensor());  // head
     return out;
   }
@@ -291,7 +302,7 @@ at::Tensor TiledCall(const TensorFn& fn, const at::Tensor& x,
 
 at::Tensor ChunkedCrossEntropy(const at::Tensor& hidden, const at::Tensor& targets,
                                const TensorFn& head, const std::vector<at::Tensor>& head_params,
-                               int64_t chunk_tokens) {
+                               int64_t chunk_tokens, bool fused) {
   KP_CHECK(hidden.dim() == 2 && targets.dim() == 1 && hidden.size(0) == targets.size(0));
   KP_CHECK(chunk_tokens > 0);
   if (!at::GradMode::is_enabled()) {
@@ -299,17 +310,17 @@ at::Tensor ChunkedCrossEntropy(const at::Tensor& hidden, const at::Tensor& targe
     const int64_t n = hidden.size(0);
     for (int64_t s = 0; s < n; s += chunk_tokens) {
       const int64_t len = std::min(chunk_tokens, n - s);
-      total += ChunkLossSum(head, hidden.narrow(0, s, len), targets.narrow(0, s, len));
+      total += ChunkLossSum(head, hidden.narrow(0, s, len), targets.narrow(0, s, len), fused);
     }
     return total / static_cast<double>(n);
   }
   if (chunk_tokens >= hidden.size(0)) {
     // One chunk: plain autograd keeps the logits instead of recomputing the
     // head in backward (faster; chunk to bound memory instead).
-    return ChunkLossSum(head, hidden, targets) / static_cast<double>(hidden.size(0));
+    return ChunkLossSum(head, hidden, targets, fused) / static_cast<double>(hidden.size(0));
   }
   return ChunkedCrossEntropyFunction::apply(hidden, at::TensorList(head_params), targets,
-                                            chunk_tokens, Hold(head));
+                                            chunk_tokens, fused, Hold(head));
 }
 
 }  // namespace kp::engine

@@ -57,10 +57,12 @@ at::Tensor TiledCall(const TensorFn& fn, const at::Tensor& x,
 // mean over the N rows of cross_entropy(head(hidden[n]), targets[n]).
 // hidden: [N, d]; targets: int64 [N]; head maps [n, d] -> [n, V] logits
 // (any float dtype; the softmax is taken in at least fp32); head_params are
-// its weights. chunk_tokens rows at a time.
+// its weights. chunk_tokens rows at a time. fused: CUDA bf16 logits use the
+// fused loss kernel (FusedCrossEntropySum, fused_ops.h), which overwrites
+// the logits in backward, so head's backward must not need its output.
 at::Tensor ChunkedCrossEntropy(const at::Tensor& hidden, const at::Tensor& targets,
                                const TensorFn& head, const std::vector<at::Tensor>& head_params,
-                               int64_t chunk_tokens);
+                               int64_t chunk_tokens, bool fused = false);
 
 }  // namespace kp::engine
 
