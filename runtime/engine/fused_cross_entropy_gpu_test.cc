@@ -64,7 +64,9 @@ TEST(FusedCrossEntropySum, MatchesFloat64LossAndLogitGradient) {
       EXPECT_EQ(loss.scalar_type(), at::kFloat);
       EXPECT_EQ(loss.dim(), 0);
       const double got = loss.item<double>(), want = want_loss.item<double>();
-      EXPECT_NEAR(got, want, 1e-4 * std::abs(want));
+      // Plus 1e-4 per row: a row whose target is its largest logit has a
+      // loss near 0 that cancels two O(|logit|) fp32 numbers.
+      EXPECT_NEAR(got, want, 1e-4 * (std::abs(want) + static_cast<double>(rows)));
       const at::Tensor grad = torch::autograd::grad(
           {loss}, {leaf}, {at::full({}, upstream, loss.options())})[0];
       EXPECT_EQ(grad.scalar_type(), at::kBFloat16);
@@ -140,10 +142,16 @@ TEST(FusedCrossEntropy, Timing1p3bLoss) {
   const at::Tensor logits =
       (at::randn({n, vocab}, at::TensorOptions(kCuda)) * 3).to(at::kBFloat16);
   const at::Tensor targets = at::randint(vocab, {n}, at::TensorOptions(kCuda).dtype(at::kLong));
+  // The fused backward overwrites its input with the gradient: it runs on a
+  // copy whose values drift from iteration to iteration (they stay finite,
+  // which is all a timing needs).
+  const at::Tensor scratch = logits.clone();
   auto time_ms = [&](bool fused) {
     auto once = [&] {
-      const at::Tensor leaf = logits.detach().requires_grad_(true);
-      const at::Tensor x = fused ? leaf.view({n, vocab}) : leaf;
+      const at::Tensor leaf = (fused ? scratch : logits).detach().requires_grad_(true);
+      // The leaf itself (no extra copy): the fused backward then writes the
+      // gradient into scratch, which is what scratch is for.
+      const at::Tensor& x = leaf;
       at::Tensor loss =
           fused ? FusedCrossEntropySum(x, targets)
                 : at::cross_entropy_loss(x.to(at::kFloat), targets, {}, at::Reduction::Sum);
