@@ -83,6 +83,7 @@ import glob, json, math, os, sys
 out = sys.argv[1]
 kp = []
 for f in glob.glob(os.path.join(out, "kp_*.jsonl")):
+    if f.endswith(".steps.jsonl"): continue  # per-rank step times, not metrics
     t = int(os.path.basename(f)[3:-6])
     lines = [json.loads(l) for l in open(f) if l.startswith("{")]
     host = open(os.path.join(out, f"kp_{t}.host")).read().strip() if os.path.exists(os.path.join(out, f"kp_{t}.host")) else ""
