@@ -10,6 +10,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/cuda/CUDAContext.h>
+#include <ATen/cuda/Sleep.h>
 #include <c10/cuda/CUDAGuard.h>
 
 #include <chrono>
@@ -38,36 +39,18 @@ constexpr milliseconds kGrace(200);
 constexpr milliseconds kPoll(50);
 constexpr milliseconds kSlack(3000);
 
-// Holds back the stream it is enqueued on, from a CUDA host function, until
-// Release() or `guard` (so a broken test cannot hang the suite). The same
-// device as in nccl_communicator_test.cc.
-class StreamBlocker {
- public:
-  StreamBlocker(cudaStream_t stream, milliseconds guard) : guard_(guard) {
-    launched_ = cudaLaunchHostFunc(stream, &StreamBlocker::Run, this);
-  }
-  cudaError_t launched() const { return launched_; }
-  void Release() {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      released_ = true;
-    }
-    cv_.notify_all();
-  }
-
- private:
-  static void CUDART_CB Run(void* self) {
-    auto* b = static_cast<StreamBlocker*>(self);
-    std::unique_lock<std::mutex> lock(b->mu_);
-    b->cv_.wait_for(lock, b->guard_, [b] { return b->released_; });
-  }
-
-  milliseconds guard_;
-  cudaError_t launched_ = cudaSuccess;
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool released_ = false;
-};
+// Holds back the stream it is enqueued on with a spinning kernel
+// (at::cuda::sleep) for about `seconds`. A host function (cudaLaunchHostFunc)
+// blocking the stream also blocked the host thread inside the NCCL enqueue
+// on an H100 (2026-11-25), so the call never reached the watchdog; a kernel
+// holds back only the GPU, as a peer that never sends does.
+void HoldStream(cudaStream_t stream, double seconds) {
+  int khz = 0;
+  KP_CUDA_OK(cudaDeviceGetAttribute(&khz, cudaDevAttrClockRate, 0));
+  c10::cuda::CUDAStream s = c10::cuda::getStreamFromExternal(stream, 0);
+  c10::cuda::CUDAStreamGuard on(s);
+  at::cuda::sleep(static_cast<int64_t>(seconds * khz * 1000.0));
+}
 
 std::unique_ptr<Communicator> OneRank(InMemoryStore* store) {
   NcclOptions o;
@@ -108,8 +91,7 @@ TEST(NcclHangTest, HungReceiveIsAbortedByTheWatchdogAndTheProcessStaysUsable) {
   at::Tensor send = at::randn({4096}, opts);
   at::Tensor recv = at::zeros({4096}, opts);
   auto side = c10::cuda::getStreamFromPool(false, 0);
-  StreamBlocker blocker(side.stream(), milliseconds(20000));
-  KP_CUDA_OK(blocker.launched());
+  HoldStream(side.stream(), 8.0);  // > timeout + grace + slack
   Watchdog dog(Watchdog::Options{kPoll, kGrace});
   Watchdog::Scoped watch(&dog, comm.get());
   const auto t0 = Clock::now();
@@ -126,9 +108,7 @@ TEST(NcclHangTest, HungReceiveIsAbortedByTheWatchdogAndTheProcessStaysUsable) {
   }
   const auto returned = Clock::now() - t0;
   if (dog.aborted_count() > 0) detect = returned;
-  // ncclCommAbort may wait for the stalled stream (seen on an H100): let go.
-  blocker.Release();
-  KP_CUDA_OK(cudaStreamSynchronize(side.stream()));
+  KP_CUDA_OK(cudaStreamSynchronize(side.stream()));  // the spin ends by itself
   const double detect_s = std::chrono::duration<double>(returned).count();
   std::printf("[hung_nccl] detect_s=%.3f (timeout %.1f s + grace %.1f s)\n", detect_s, kTimeout.count() / 1e3,
               kGrace.count() / 1e3);
