@@ -76,6 +76,19 @@ absl::Status CheckResume(const std::string& dir, const ckpt::CheckpointState& re
   return absl::OkStatus();
 }
 
+absl::Status CheckSameResumeStep(comm::Communicator& comm, int64_t step, c10::Device device) {
+  at::Tensor t = at::tensor({step, -step}, at::kLong).to(device);
+  KP_RETURN_IF_ERROR(comm.AllReduce(t, comm::ReduceOp::kMax));
+  t = t.cpu();
+  const int64_t newest = t[0].item<int64_t>(), oldest = -t[1].item<int64_t>();
+  if (newest != oldest) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the ranks resume from different steps (", oldest, " to ", newest, "; rank ", comm.rank(), " at ", step,
+        "): a checkpoint that loads on some ranks only; refusing to train with ranks out of step"));
+  }
+  return absl::OkStatus();
+}
+
 std::optional<int64_t> OptimizerStep(const std::map<std::string, at::Tensor>& state_dict) {
   std::optional<int64_t> out;
   constexpr std::string_view kSuffix = ".step";

@@ -15,6 +15,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "runtime/comm/communicator.h"
 #include "runtime/common/status.h"
 #include "runtime/engine/checkpoint/checkpoint_manager.h"
 
@@ -38,6 +39,13 @@ void RecordResumePoint(const ResumePoint& point, ckpt::CheckpointState* state);
 // check_learning_rate = false: a schedule change the caller allowed.
 absl::Status CheckResume(const std::string& checkpoint_dir, const ckpt::CheckpointState& recorded,
                          const ResumePoint& restored, bool check_learning_rate = true);
+
+// Every rank picks the newest checkpoint that loads *for it*; a part that
+// one rank cannot read would start the ranks at different steps. OK when all
+// ranks of `comm` pass the same `step` (a MAX all-reduce of (step, -step) on
+// `device`); else FAILED_PRECONDITION naming the range (exit 1: a restart
+// may see a consistent set).
+absl::Status CheckSameResumeStep(comm::Communicator& comm, int64_t step, c10::Device device);
 
 // The largest "<param>.step" of an optimizer state dict; none if it has none.
 std::optional<int64_t> OptimizerStep(const std::map<std::string, at::Tensor>& state_dict);

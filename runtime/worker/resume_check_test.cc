@@ -12,9 +12,12 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "runtime/comm/fake_communicator.h"
 #include "runtime/engine/checkpoint/checkpoint_manager.h"
 #include "runtime/worker/fault/exit_codes.h"
 #include "runtime/worker/run_training.h"
@@ -232,6 +235,42 @@ TEST(ResumeThroughRunTraining, CorruptNewestCheckpointFallsBackToThePreviousOne)
   ASSERT_FALSE(bad.ok());
   EXPECT_EQ(fault::ExitCodeFor(bad.status()), fault::kExitBadConfig) << bad.status();
   EXPECT_NE(bad.status().message().find("step_00000004"), std::string::npos) << bad.status();
+}
+
+// Two data-parallel ranks whose run directories disagree (rank 1 cannot
+// read the newest checkpoint, so it would resume 4 steps earlier): both stop
+// before training instead of running out of step.
+TEST(ResumeThroughRunTraining, RanksResumingFromDifferentStepsStop) {
+  const std::string a = Interrupted("rank0_view");  // checkpoints 4 and 8; global batch 2
+  const std::string b = TempDir("rank1_view");
+  fs::copy(a + "/checkpoints", b + "/checkpoints", fs::copy_options::recursive);
+  {
+    std::fstream f(StepDir(b, 8) + "/model.safetensors", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(-5, std::ios::end);
+    f.write("\x13\x37", 2);
+  }
+  engine::Config two = Small();
+  two.parallel.dp = 2;
+  two.training.micro_batch = 1;  // the same global batch of 2
+  comm::FakeWorld world(2, std::chrono::seconds(30));
+  std::vector<absl::Status> status(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      auto comm = world.Join(r);
+      RunOptions o = Options(r == 0 ? a : b);
+      o.resume = true;
+      o.rank = r;
+      o.world_size = 2;
+      o.communicator = comm.get();
+      status[r] = RunTraining(two, o).status();
+    });
+  }
+  for (auto& t : ranks) t.join();
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_EQ(status[r].code(), absl::StatusCode::kFailedPrecondition) << "rank " << r << ": " << status[r];
+    EXPECT_NE(status[r].message().find("different steps (4 to 8"), std::string::npos) << status[r];
+  }
 }
 
 TEST(ResumeThroughRunTraining, FailedCheckpointWriteDoesNotStopTraining) {

@@ -474,6 +474,7 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
 
   std::unique_ptr<engine::GradientSync> sync = std::make_unique<engine::GradientSync>();
   if (world_comm != nullptr) {
+    KP_RETURN_IF_ERROR(CheckSameResumeStep(*world_comm, start_step, device));
     auto reducer = std::make_unique<parallel::GradientReducer>(world_comm, optimizer.parameters());
     if (start_step == 0) KP_RETURN_IF_ERROR(reducer->BroadcastParameters(0));
     sync = std::make_unique<ReducerSync>(std::move(reducer), world_comm, fp8_session);
