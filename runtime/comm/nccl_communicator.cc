@@ -504,6 +504,13 @@ class NcclCommunicator final : public Communicator {
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;
     ctx_->AbortSplitChildLocked();
+    if (excluded.empty()) {
+      // NCCL 2.28 rejects a shrink that removes no rank (ncclInvalidArgument,
+      // seen on an H100): say so instead of its bare "invalid argument".
+      return absl::InvalidArgumentError(absl::StrCat(
+          "nccl Shrink on rank ", rank(), ": nothing to exclude (NCCL cannot shrink a communicator "
+          "to all of its ranks; form a new one instead)"));
+    }
     ncclResult_t r = ncclCommShrink(ctx_->comm, excluded.data(), static_cast<int>(excluded.size()),
                                     &ctx_->split_child, &config, NCCL_SHRINK_ABORT);
     if (r != ncclSuccess && r != ncclInProgress) {

@@ -98,7 +98,11 @@ TEST(NcclHangTest, HungReceiveIsAbortedByTheWatchdogAndTheProcessStaysUsable) {
   std::unique_ptr<Work> work;
   {
     c10::cuda::CUDAStreamGuard on_side(side);
-    work = comm->SendRecvAsync(send, 0, recv, 0);
+    // A collective, not a send/recv to self: NCCL enqueues self p2p with a
+    // host-side wait on the stream (the host thread, not the GPU, was held
+    // on an H100), while a collective waits on the GPU like one whose peer
+    // never arrives.
+    work = comm->AllReduceAsync(recv, ReduceOp::kSum);
   }
   const bool done_early = work->Done();
   // The caller's view: it waits for the receive; it must come back.
@@ -123,7 +127,7 @@ TEST(NcclHangTest, HungReceiveIsAbortedByTheWatchdogAndTheProcessStaysUsable) {
   // The aborted communicator refuses further calls, naming the call that hung.
   absl::Status later = comm->Barrier();
   EXPECT_EQ(later.code(), absl::StatusCode::kAborted) << later;
-  EXPECT_NE(later.message().find("SendRecv"), std::string::npos) << later;
+  EXPECT_NE(later.message().find("AllReduce"), std::string::npos) << later;
 
   // The process stays usable: CUDA computes, and a new communicator reduces.
   at::Tensor a = at::randn({64, 64}, opts.dtype(at::kDouble));

@@ -24,7 +24,12 @@ namespace {
 
 using std::chrono::milliseconds;
 
-TEST(NcclShrinkTest, RevokedOneRankCommunicatorShrinksToItself) {
+// NCCL cannot shrink a communicator to all of its ranks (on an H100 with
+// NCCL 2.28 the call fails with ncclInvalidArgument); one GPU has no rank to
+// exclude, so this checks the revoked communicator refuses further work and
+// the empty shrink is refused with a message naming why. The shrink itself
+// runs in SurvivorsOfAStoppedRankShrinkAndReduce (two or more GPUs).
+TEST(NcclShrinkTest, RevokedOneRankCommunicatorRefusesAnEmptyShrink) {
   KP_SKIP_WITHOUT_GPU();
   InMemoryStore store;
   NcclOptions o;
@@ -37,11 +42,9 @@ TEST(NcclShrinkTest, RevokedOneRankCommunicatorShrinksToItself) {
   at::Tensor t = at::randn({64}, at::TensorOptions().device(at::kCUDA, 0));
   EXPECT_EQ((*comm)->AllReduce(t, ReduceOp::kSum).code(), absl::StatusCode::kAborted);
   auto shrunk = (*comm)->Shrink({});
-  ASSERT_TRUE(shrunk.ok()) << shrunk.status();
-  ASSERT_EQ((*shrunk)->size(), 1);
-  at::Tensor want = t.clone();
-  ASSERT_TRUE((*shrunk)->AllReduce(t, ReduceOp::kSum).ok());
-  EXPECT_TRUE(at::equal(t.cpu(), want.cpu()));
+  ASSERT_FALSE(shrunk.ok());
+  EXPECT_EQ(shrunk.status().code(), absl::StatusCode::kInvalidArgument) << shrunk.status();
+  EXPECT_NE(shrunk.status().message().find("nothing to exclude"), std::string::npos) << shrunk.status();
 }
 
 TEST(NcclShrinkTest, FreedCommunicatorCannotShrink) {
