@@ -69,6 +69,15 @@ def main():
                           entropy_rate=a.entropy, date=a.cpu_date or a.date,
                           device="CPU: Debian 12, 2 cores (build machine)",
                           command=a.cpu_command))
+    # Where the step's time goes (PROFILE=1): per kernel class, ms a step
+    # against its floor (bench/profile_breakdown.py states the floors).
+    bd = os.path.join(raw, "eng", "breakdown.jsonl")
+    if os.path.exists(bd):
+        for r in rows(bd):
+            cls = r["class"].replace("/", "_").replace(" ", "_")
+            eng.append(result(f"profile_{r['label']}_{cls}_ms", r["ms_per_step"], "ms per step",
+                              "floor ms (bench/profile_breakdown.py)", r["floor_ms"] or None,
+                              share=r.get("share"), tokens_per_s=r.get("tokens_per_s")))
     write("engine_step", device, a.date, "bench/device_engine.sh 20 (bundle from tools/build_bundle.sh)", eng)
 
     # FP8: GEMMs and layers at the 1.3B shapes, casts against copy bandwidth,
@@ -110,9 +119,11 @@ def main():
         cp.append(result(name, r["tflops"], "TFLOP/s (fwd+bwd, causal: 2.5*4*B*H*T^2*D/2)",
                          "at::scaled_dot_product_attention fwd+bwd ms", full[r["seq"]],
                          fwd_bwd_ms=r["fwd_bwd_ms"]) | {"ratio": full[r["seq"]] / r["fwd_bwd_ms"]})
-    long = rows(os.path.join(raw, "long_1m.jsonl"))
-    last = long[-1]
-    cp.append(result("train_step_1m_tokens_one_gpu_s", last["time_s"], "s", None, None,
+    long_path = os.path.join(raw, "long_1m.jsonl")
+    # The d-1024 1M-token step (bench/device_long.sh); the 1M run
+    # (d 2048, against PyTorch) is bench/collect_cp_results.py's.
+    last = rows(long_path)[-1] if os.path.exists(long_path) else None
+    if last: cp.append(result("train_step_1m_tokens_one_gpu_s", last["time_s"], "s", None, None,
                      loss=last["loss"], peak_gpu_mem_bytes=last["peak_mem_bytes"],
                      tokens=1048576, config="configs/long_context_1gpu_d1024.yaml",
                      command="bench/device_long.sh (LONG_STEPS=2)"))
