@@ -193,6 +193,26 @@ std::optional<int> FindWorkerPid(const std::string& run_dir, int64_t generation,
   return std::nullopt;
 }
 
+RecoveryTimes TimeRecovery(Cluster& c, const std::string& job_id, const std::string& run_dir,
+                           std::chrono::steady_clock::time_point fault, std::chrono::seconds limit) {
+  using Steady = std::chrono::steady_clock;
+  RecoveryTimes t;
+  const std::string g2_metrics = run_dir + "/metrics/g2.rank0.jsonl";
+  while (Steady::now() - fault < limit) {
+    auto s = c.client().Get(job_id);
+    if (t.detect_s < 0 && s.ok() && (s->generation() > 1 || s->state() != v1::JOB_STATE_RUNNING)) {
+      t.detect_s = std::chrono::duration<double>(Steady::now() - fault).count();
+    }
+    if (!ReadLosses(g2_metrics).empty()) {
+      t.resume_s = std::chrono::duration<double>(Steady::now() - fault).count();
+      break;
+    }
+    if (s.ok() && s->state() == v1::JOB_STATE_FAILED) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return t;
+}
+
 std::map<int64_t, double> ReadLosses(const std::string& metrics_jsonl) {
   std::map<int64_t, double> out;
   std::ifstream in(metrics_jsonl);

@@ -5,6 +5,7 @@
 #ifndef KP_TESTS_FAULT_TOLERANCE_FT_CLUSTER_H_
 #define KP_TESTS_FAULT_TOLERANCE_FT_CLUSTER_H_
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -108,6 +109,17 @@ std::optional<int> FindWorkerPid(const std::string& run_dir, int64_t generation,
 
 // step -> loss from a worker's metrics JSON lines (rank 0 writes them).
 std::map<int64_t, double> ReadLosses(const std::string& metrics_jsonl);
+
+// After a fault at `fault`: how long until the job left generation 1 (a
+// newer generation, or a state other than RUNNING: detection) and until
+// generation 2's rank 0 logged its first step (training again). -1 for what
+// did not happen within `limit`; returns early if the job FAILED.
+struct RecoveryTimes {
+  double detect_s = -1;
+  double resume_s = -1;
+};
+RecoveryTimes TimeRecovery(Cluster& c, const std::string& job_id, const std::string& run_dir,
+                           std::chrono::steady_clock::time_point fault, std::chrono::seconds limit);
 std::string ReadFile(const std::string& path);
 
 // The steps that made the final model of a run that restarted: generation 1

@@ -89,20 +89,8 @@ TEST(KillDuringCheckpoint, PartialCheckpointIsNeverUsed) {
   EXPECT_EQ(state["step"], kSlowStep - kCheckpointEvery);
   EXPECT_FALSE(ReadF32Tensors(ckdir + "/" + previous + "/model.safetensors").empty());
 
-  double detect_s = -1, resume_s = -1;
-  const std::string g2_metrics = run_dir + "/metrics/g2.rank0.jsonl";
-  while (Steady::now() - t_kill < std::chrono::seconds(60)) {
-    auto s = cluster.client().Get(job->job_id());
-    if (detect_s < 0 && s.ok() && (s->generation() > 1 || s->state() != v1::JOB_STATE_RUNNING)) {
-      detect_s = std::chrono::duration<double>(Steady::now() - t_kill).count();
-    }
-    if (!ReadLosses(g2_metrics).empty()) {
-      resume_s = std::chrono::duration<double>(Steady::now() - t_kill).count();
-      break;
-    }
-    if (s.ok() && s->state() == v1::JOB_STATE_FAILED) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  const RecoveryTimes times = TimeRecovery(cluster, job->job_id(), run_dir, t_kill, std::chrono::seconds(60));
+  const double detect_s = times.detect_s, resume_s = times.resume_s;
   v1::JobStatus end = WaitFor(cluster, job->job_id(), 120, Ended);
   ASSERT_EQ(end.state(), v1::JOB_STATE_COMPLETED) << end.message() << Logs(cluster, run_dir);
   EXPECT_EQ(end.generation(), 2);
