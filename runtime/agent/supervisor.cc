@@ -50,6 +50,7 @@ absl::StatusOr<std::string> RenderWorkerConfig(const std::string& yaml, const v1
       break;
   }
   if (a.precision() != v1::PRECISION_UNSPECIFIED) root["precision"] = Lower(v1::Precision_Name(a.precision()), "PRECISION_");
+  if (a.in_process_shrink()) root["fault"]["in_process_shrink"] = true;  // JobSpec.in_process_shrink
   if (!data_path.empty()) {
     root["data"]["corpus"] = "path";
     root["data"]["path"] = data_path;

@@ -409,6 +409,7 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
     if (r.generation() != entry.status.generation() || !IsActive(entry.status.state())) continue;  // faulted above
     const bool failed = r.state() == v1::WORKER_STATE_START_FAILED ||
                         (r.state() == v1::WORKER_STATE_EXITED && r.exit_code() != 0);
+    if (failed && DepartInProcess(entry, r, request.agent_id())) continue;
     if (failed) {
       std::string why = r.state() == v1::WORKER_STATE_START_FAILED
                             ? "worker rank " + std::to_string(r.rank()) + " failed to start: " + r.message()
@@ -445,15 +446,22 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
     // Every worker exited 0 but rank 0 stopped short of the last step: they
     // were stopped (SIGTERM: kp-train checkpoints at a step boundary and
     // exits 0), not done. Restart from that checkpoint.
-    auto r0 = entry.reports.find(0);
-    if (entry.done.size() == entry.assignments.size() && r0 != entry.reports.end() && r0->second.step() > 0 &&
-        r0->second.step() + 1 < entry.status.spec().steps()) {
+    // The furthest step any assigned rank reported: rank 0's metrics, or,
+    // once rank 0 left an in-process shrink, the ranks' own step times.
+    int64_t last_step = 0;
+    for (const auto& a : entry.assignments) {
+      auto rep = entry.reports.find(a.rank());
+      if (rep == entry.reports.end()) continue;
+      last_step = std::max({last_step, rep->second.step(), rep->second.timed_step()});
+    }
+    if (entry.done.size() == entry.assignments.size() && last_step > 0 &&
+        last_step + 1 < entry.status.spec().steps()) {
       recovery::Failure f;
       f.kind = recovery::FailureKind::kWorkerExit;
       f.agent_id = request.agent_id();
       f.rank = 0;
       f.exit_code = 0;
-      f.message = "stopped after step " + std::to_string(r0->second.step()) + " of " +
+      f.message = "stopped after step " + std::to_string(last_step) + " of " +
                   std::to_string(entry.status.spec().steps());
       Fault(entry, "every worker exited 0 before the last step (stopped)", f);
       reschedule = true;
@@ -479,6 +487,71 @@ absl::StatusOr<v1::HeartbeatResponse> Coordinator::Heartbeat(const v1::Heartbeat
   }
   resp.set_snapshot_jobs_listed(true);
   return resp;
+}
+
+bool Coordinator::DepartInProcess(JobEntry& entry, const v1::WorkerReport& r, const std::string& agent_id) {
+  const v1::JobStatus& cur = entry.status;
+  const v1::JobSpec& spec = cur.spec();
+  // Only a worker that died mid-run: not one that failed to start (nor any
+  // fault before every rank started), not a permanent exit, not a survivor's
+  // watchdog abort (75: the group itself is stuck; restart from the checkpoint).
+  if (!spec.in_process_shrink() || cur.state() != v1::JOB_STATE_RUNNING) return false;
+  if (r.state() != v1::WORKER_STATE_EXITED || r.exit_code() == 0) return false;
+  if (r.exit_code() == recovery::kExitCollectiveHung ||
+      options_.recovery.policy.permanent_exit_codes.count(r.exit_code())) {
+    return false;
+  }
+  auto it = std::find_if(entry.assignments.begin(), entry.assignments.end(),
+                         [&](const v1::Assignment& a) { return a.rank() == r.rank(); });
+  if (it == entry.assignments.end()) return false;
+  const int survivors = static_cast<int>(entry.assignments.size()) - 1;
+  const int min_dp = std::max(1, recovery::ShapeOf(spec).min_dp);
+  if (survivors < min_dp) return false;
+
+  const int64_t now = clock_->NowMicros();
+  const std::string device = DeviceKey(it->agent_id(), it->device_index());
+  std::vector<v1::Assignment> rest;
+  std::string ranks;
+  for (const auto& a : entry.assignments) {
+    if (a.rank() == r.rank()) continue;
+    rest.push_back(a);
+    ranks += (ranks.empty() ? "" : ", ") + std::to_string(a.rank());
+  }
+  recovery::Failure f;
+  f.kind = recovery::FailureKind::kWorkerExit;
+  f.generation = cur.generation();
+  f.agent_id = agent_id;
+  f.rank = r.rank();
+  f.exit_code = r.exit_code();
+  const std::string what = recovery::DescribeFailure(f);
+  const std::string message = std::string(recovery::kInProcessShrinkPrefix) + "rank " + std::to_string(r.rank()) +
+                              " on " + device + " left (" + what + "); its " + std::to_string(survivors) +
+                              " survivors (ranks " + ranks + ") re-form in-process without it, dp " +
+                              std::to_string(entry.assignments.size()) + " -> " + std::to_string(survivors) +
+                              ", generation " + std::to_string(cur.generation()) + " goes on (no restart)";
+  v1::JobEvent worker;
+  worker.set_job_id(cur.job_id());
+  worker.set_type(v1::EVENT_TYPE_WORKER);
+  worker.set_state(cur.state());
+  worker.set_generation(cur.generation());
+  worker.set_rank(r.rank());
+  worker.set_exit_code(r.exit_code());
+  worker.set_message("worker rank " + std::to_string(r.rank()) + " exited with code " + std::to_string(r.exit_code()));
+  worker.set_time_micros(now);
+  v1::JobEvent fault = worker;
+  fault.set_type(v1::EVENT_TYPE_FAULT);
+  fault.clear_exit_code();
+  fault.set_device(device);
+  fault.set_message(message);
+  v1::JobStatus next = cur;
+  next.set_exit_code(r.exit_code());
+  next.set_failed_rank(r.rank());
+  spdlog::warn("job {}: {}", cur.job_id(), message);
+  absl::Status st = Commit(entry, next, &rest, {worker, fault});
+  if (!st.ok()) spdlog::error("persisting the departure of rank {} of job {}: {}", r.rank(), cur.job_id(), st.ToString());
+  entry.reports.erase(r.rank());
+  entry.done.erase(r.rank());
+  return true;
 }
 
 void Coordinator::Fault(JobEntry& entry, const std::string& message, const recovery::Failure& failure) {
@@ -641,6 +714,7 @@ std::optional<std::vector<v1::Assignment>> Coordinator::TryPlace(const JobEntry&
     a.set_resume(spec.checkpoint().resume() || generation > 1);
     a.set_precision(spec.precision());
     a.set_cp_mode(spec.cp_mode());
+    a.set_in_process_shrink(spec.in_process_shrink());
     out.push_back(std::move(a));
   }
   // In-memory snapshots: where each rank sends them and, for a restart,

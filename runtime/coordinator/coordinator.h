@@ -102,6 +102,11 @@ class Coordinator {
     std::set<int> done;
     std::map<int, v1::WorkerReport> reports;
   };
+  // JobSpec.in_process_shrink: rank r.rank() exited non-zero while enough
+  // survivors remain; records the departure (WORKER + FAULT events, the rank's
+  // assignment dropped) and returns true: the generation goes on. False: the
+  // normal recovery applies.
+  bool DepartInProcess(JobEntry& entry, const v1::WorkerReport& r, const std::string& agent_id);
   struct AgentEntry {
     v1::AgentStatus status;
     int64_t last_seen_micros = 0;

@@ -83,6 +83,12 @@ absl::Status ValidateJobSpec(const v1::JobSpec& spec, const SpecRoots& roots) {
     if (!spec.elastic()) return Invalid("min_dp", "needs elastic: true (only an elastic job shrinks)");
   }
 
+  if (spec.in_process_shrink()) {
+    if (!spec.elastic()) return Invalid("in_process_shrink", "needs elastic: true");
+    if (spec.dp() < 2) return Invalid("in_process_shrink", "needs dp >= 2 (got " + std::to_string(spec.dp()) + ")");
+    if (spec.cp() != 1) return Invalid("in_process_shrink", "needs cp == 1 (got " + std::to_string(spec.cp()) + ")");
+  }
+
   if (spec.labels_size() > 16) return Invalid("labels", "at most 16");
   for (const auto& [k, v] : spec.labels()) {
     if (k.empty() || k.size() > 64) return Invalid("labels", "keys must be 1 to 64 bytes");

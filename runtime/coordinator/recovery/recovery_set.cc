@@ -144,6 +144,9 @@ void RecoverySet::Restore(const v1::JobStatus& job, const std::vector<v1::JobEve
   std::optional<int64_t> last_fault_micros;
   for (const auto& e : events) {
     if (e.type() != v1::EVENT_TYPE_FAULT) continue;
+    // A rank that left while its survivors re-formed in-process: the
+    // generation went on, and the rank's device is not excluded.
+    if (e.message().rfind(kInProcessShrinkPrefix, 0) == 0) continue;
     history.push_back(e.message());
     if (!e.device().empty()) {
       if (auto d = ParseDevice(e.device())) excluded.insert(*d);

@@ -30,6 +30,11 @@ namespace kp::coordinator::recovery {
 // Deprecated: the JobSpec label read as the elastic floor when the spec's
 // min_dp field is 0 (unset). The field wins when both are given.
 inline constexpr char kMinDpLabel[] = "kp.min_dp";
+// The message prefix of the FAULT event recorded when a rank of an
+// in_process_shrink job left and its survivors re-formed in-process (no
+// restart): Restore skips these (neither a failed generation nor an
+// excluded device).
+inline constexpr char kInProcessShrinkPrefix[] = "in-process shrink: ";
 
 struct RecoveryConfig {
   RecoveryOptions policy;
