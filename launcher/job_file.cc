@@ -47,7 +47,7 @@ absl::StatusOr<v1::JobSpec> ParseJobYaml(const std::string& yaml, const std::str
   static const std::set<std::string> kKeys = {"name", "config", "config_path", "model", "data", "dp", "cp",
                                               "cp_mode", "precision", "steps", "checkpoint", "priority",
                                               "elastic", "max_restarts", "min_dp", "cpu_fallback",
-                                              "labels"};
+                                              "labels", "in_process_shrink"};
   v1::JobSpec spec;
   spec.set_dp(1);
   spec.set_cp(1);
@@ -106,6 +106,9 @@ absl::StatusOr<v1::JobSpec> ParseJobYaml(const std::string& yaml, const std::str
     } else if (key == "min_dp") {
       KP_ASSIGN_OR_RETURN(int x, Scalar<int>(v, key));
       spec.set_min_dp(x);
+    } else if (key == "in_process_shrink") {
+      KP_ASSIGN_OR_RETURN(bool x, Scalar<bool>(v, key));
+      spec.set_in_process_shrink(x);
     } else if (key == "cpu_fallback") {
       KP_ASSIGN_OR_RETURN(bool x, Scalar<bool>(v, key));
       spec.set_cpu_fallback(x);

@@ -15,6 +15,7 @@
 //   elastic: false
 //   max_restarts: 0
 //   min_dp: 1                   # elastic floor: shrink dp down to this after a fault
+//   in_process_shrink: false    # survivors re-form in-process (docs/FAULT_TOLERANCE.md)
 //   cpu_fallback: true
 //   labels: {team: research}
 //

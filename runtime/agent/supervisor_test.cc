@@ -154,6 +154,13 @@ TEST(RenderWorkerConfig, SpecDecidesLayoutPrecisionDataAndCheckpoints) {
   EXPECT_NE(out->find("cp_mode: auto"), std::string::npos) << *out;
   EXPECT_NE(out->find("precision: fp32"), std::string::npos) << *out;
   EXPECT_EQ(out->find("corpus"), std::string::npos) << *out;
+  EXPECT_EQ(out->find("in_process_shrink"), std::string::npos) << *out;
+  // JobSpec.in_process_shrink reaches the worker's config, beside its own fault keys.
+  a.set_in_process_shrink(true);
+  out = RenderWorkerConfig("fault: {shrink_window_ms: 4000}\n", a, "");
+  ASSERT_TRUE(out.ok()) << out.status();
+  EXPECT_NE(out->find("in_process_shrink: true"), std::string::npos) << *out;
+  EXPECT_NE(out->find("shrink_window_ms: 4000"), std::string::npos) << *out;
   EXPECT_FALSE(RenderWorkerConfig("[1, 2]", a, "").ok());
   EXPECT_FALSE(RenderWorkerConfig("a: [", a, "").ok());
 }

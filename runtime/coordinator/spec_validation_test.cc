@@ -85,6 +85,20 @@ TEST_F(SpecValidationTest, ErrorsNameTheField) {
       EXPECT_TRUE(ValidateJobSpec(ok, roots_).ok()) << m;
     }
   }
+  // in_process_shrink: elastic, dp >= 2, cp == 1 (dp = 2, cp = 2 here).
+  ExpectError(bad([](auto& s) { s.set_in_process_shrink(true); }), absl::StatusCode::kInvalidArgument,
+              "in_process_shrink");
+  ExpectError(bad([](auto& s) { s.set_elastic(true), s.set_in_process_shrink(true), s.set_dp(1); }),
+              absl::StatusCode::kInvalidArgument, "in_process_shrink");
+  ExpectError(bad([](auto& s) { s.set_elastic(true), s.set_in_process_shrink(true), s.set_cp(2); }),
+              absl::StatusCode::kInvalidArgument, "in_process_shrink");
+  {
+    v1::JobSpec ok = Good();
+    ok.set_elastic(true);
+    ok.set_in_process_shrink(true);
+    ok.set_cp(1);
+    EXPECT_TRUE(ValidateJobSpec(ok, roots_).ok());
+  }
   ExpectError(bad([](auto& s) { s.mutable_checkpoint()->set_every_steps(-1); }),
               absl::StatusCode::kInvalidArgument, "checkpoint.every_steps");
   ExpectError(bad([](auto& s) { s.mutable_checkpoint()->set_resume(true); }), absl::StatusCode::kInvalidArgument,

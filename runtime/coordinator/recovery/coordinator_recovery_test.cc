@@ -235,5 +235,108 @@ TEST_F(CoordinatorRecoveryTest, ElasticJobShrinksDpAndKeepsTheGlobalBatch) {
   EXPECT_EQ(batch->micro_batch * batch->grad_accum * a2[0].dp(), 4 * 1 * 2);
 }
 
+// JobSpec.in_process_shrink: a worker that dies mid-run while min_dp
+// survivors remain leaves; the generation goes on without it.
+v1::JobSpec ShrinkSpec() {
+  v1::JobSpec s = Spec(3, 2);
+  s.set_min_dp(2);
+  s.set_in_process_shrink(true);
+  return s;
+}
+
+v1::WorkerReport Exited(const v1::Assignment& a, int exit_code, int64_t step, int64_t timed_step) {
+  v1::WorkerReport r = Report(a, v1::WORKER_STATE_EXITED, exit_code);
+  r.set_step(step);
+  r.set_timed_step(timed_step);
+  return r;
+}
+
+TEST_F(CoordinatorRecoveryTest, InProcessShrinkKeepsTheGenerationAndCompletesWithoutTheDepartedRank) {
+  Start();
+  ASSERT_TRUE(c_->RegisterAgent(Agent("a", 3)).ok());
+  auto job = c_->SubmitJob(ShrinkSpec());
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto g1 = Beat("a");
+  ASSERT_EQ(g1.size(), 3u);
+  for (const auto& a : g1) EXPECT_TRUE(a.in_process_shrink());
+  Beat("a", Running(g1));
+  ASSERT_EQ(Job(job->job_id()).state(), v1::JOB_STATE_RUNNING);
+  auto left = Beat("a", {Report(g1[0], v1::WORKER_STATE_RUNNING), Report(g1[1], v1::WORKER_STATE_RUNNING),
+                         Report(g1[2], v1::WORKER_STATE_EXITED, 137)});
+  v1::JobStatus s = Job(job->job_id());
+  EXPECT_EQ(s.state(), v1::JOB_STATE_RUNNING);
+  EXPECT_EQ(s.generation(), 1);
+  EXPECT_EQ(s.failed_rank(), 2);
+  ASSERT_EQ(left.size(), 2u);  // rank 2 is no longer assigned
+  EXPECT_EQ(left[0].rank(), 0);
+  EXPECT_EQ(left[1].rank(), 1);
+  // The late report of the departed rank changes nothing.
+  Beat("a", {Report(g1[2], v1::WORKER_STATE_EXITED, 137)});
+  EXPECT_EQ(Job(job->job_id()).state(), v1::JOB_STATE_RUNNING);
+  Beat("a", {Exited(g1[0], 0, 99, 99), Exited(g1[1], 0, 0, 99)});
+  s = Job(job->job_id());
+  EXPECT_EQ(s.state(), v1::JOB_STATE_COMPLETED) << s.message();
+  EXPECT_EQ(s.generation(), 1);
+  EXPECT_EQ(s.restarts(), 0);
+  auto events = c_->WaitForEvents(job->job_id(), 0, std::chrono::milliseconds(0));
+  ASSERT_TRUE(events.ok());
+  bool fault = false;
+  for (const auto& e : events->events) {
+    if (e.type() == v1::EVENT_TYPE_FAULT) {
+      fault = true;
+      EXPECT_EQ(e.rank(), 2);
+      EXPECT_EQ(e.device(), "a#2");
+      EXPECT_NE(e.message().find("re-form in-process"), std::string::npos) << e.message();
+    }
+  }
+  EXPECT_TRUE(fault);
+}
+
+TEST_F(CoordinatorRecoveryTest, InProcessShrinkWithoutRankZeroStillSeesAnEarlyStop) {
+  Start();
+  ASSERT_TRUE(c_->RegisterAgent(Agent("a", 3)).ok());
+  auto job = c_->SubmitJob(ShrinkSpec());
+  auto g1 = Beat("a");
+  ASSERT_EQ(g1.size(), 3u);
+  Beat("a", Running(g1));
+  Beat("a", {Report(g1[0], v1::WORKER_STATE_EXITED, 137)});
+  EXPECT_EQ(Job(job->job_id()).state(), v1::JOB_STATE_RUNNING);
+  // Survivors stopped (SIGTERM: exit 0) at step 50 of 100: a restart.
+  Beat("a", {Exited(g1[1], 0, 0, 50), Exited(g1[2], 0, 0, 49)});
+  v1::JobStatus s = Job(job->job_id());
+  EXPECT_EQ(s.state(), v1::JOB_STATE_QUEUED) << s.message();
+  EXPECT_EQ(s.restarts(), 1);
+}
+
+TEST_F(CoordinatorRecoveryTest, InProcessShrinkBelowMinDpRestartsFromTheCheckpoint) {
+  Start();
+  ASSERT_TRUE(c_->RegisterAgent(Agent("a", 3)).ok());
+  auto job = c_->SubmitJob(ShrinkSpec());
+  auto g1 = Beat("a");
+  ASSERT_EQ(g1.size(), 3u);
+  Beat("a", Running(g1));
+  Beat("a", {Report(g1[2], v1::WORKER_STATE_EXITED, 137)});
+  EXPECT_EQ(Job(job->job_id()).state(), v1::JOB_STATE_RUNNING);
+  // A second loss leaves 1 < min_dp 2: the normal recovery.
+  Beat("a", {Report(g1[1], v1::WORKER_STATE_EXITED, 1)});
+  v1::JobStatus s = Job(job->job_id());
+  EXPECT_EQ(s.state(), v1::JOB_STATE_QUEUED) << s.message();
+  Settle({"a"});
+  auto g2 = Beat("a");
+  ASSERT_EQ(g2.size(), 3u);  // full size again
+  EXPECT_EQ(g2[0].generation(), 2);
+  EXPECT_TRUE(g2[0].resume());
+}
+
+TEST_F(CoordinatorRecoveryTest, InProcessShrinkDoesNotCoverAWatchdogAbort) {
+  Start();
+  ASSERT_TRUE(c_->RegisterAgent(Agent("a", 3)).ok());
+  auto job = c_->SubmitJob(ShrinkSpec());
+  auto g1 = Beat("a");
+  Beat("a", Running(g1));
+  Beat("a", {Report(g1[1], v1::WORKER_STATE_EXITED, 75)});
+  EXPECT_EQ(Job(job->job_id()).state(), v1::JOB_STATE_QUEUED);
+}
+
 }  // namespace
 }  // namespace kp::coordinator
