@@ -14,6 +14,7 @@
 #include "runtime/engine/checkpoint/checkpoint_manager.h"
 #include "runtime/snapshot/loopback_agent.h"
 #include "runtime/worker/run_training.h"
+#include "runtime/worker/run_training_test_util.h"
 
 namespace kp::snapshot {
 namespace {
@@ -21,40 +22,15 @@ namespace {
 namespace fs = std::filesystem;
 constexpr char kToken[] = "run-training-snapshot-token";
 
-std::string TempDir(const std::string& name) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  fs::path p = fs::path(tmp ? tmp : "/tmp") / ("rts_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string TempDir(const std::string& name) { return worker::testing::FreshTempDir("rts_" + name); }
 
 engine::Config Small() {
-  auto c = engine::LoadConfigFile("configs/tiny.yaml");
-  EXPECT_TRUE(c.ok()) << c.status();
-  engine::Config config = *c;
-  config.model.d_model = 32;
-  config.model.n_layers = 2;
-  config.model.ffn_hidden = 64;
-  config.model.max_seq_len = 32;
-  config.training.seq_len = 32;
-  config.training.micro_batch = 4;
+  engine::Config config = worker::testing::SmallTinyConfig();
   config.training.grad_accum = 1;
-  config.training.steps = 8;
-  config.training.warmup_steps = 2;
-  config.training.checkpoint_every = 4;
-  config.training.log_every = 4;
-  config.data.builtin.num_tokens = 1 << 16;
   return config;
 }
 
-worker::RunOptions Options(const std::string& dir) {
-  worker::RunOptions o;
-  o.run_dir = dir;
-  o.device = "cpu";
-  o.threads = 1;
-  return o;
-}
+worker::RunOptions Options(const std::string& dir) { return worker::testing::CpuRunOptions(dir); }
 
 ckpt::TensorMap FinalModel(const std::string& run_dir) {
   auto latest = ckpt::CheckpointManager::LatestComplete(run_dir);

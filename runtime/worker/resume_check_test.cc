@@ -4,6 +4,7 @@
 // exits 2, permanent); a corrupt newest checkpoint is skipped for the
 // previous one; a checkpoint write that fails does not stop training.
 #include "runtime/worker/resume_check.h"
+#include "runtime/worker/run_training_test_util.h"
 
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -90,41 +91,22 @@ TEST(ResumeCheck, OptimizerStepIsTheLargestStepEntry) {
 
 // ---- Through RunTraining (CPU, a small model, seconds) ----
 
-std::string TempDir(const std::string& name) {
-  const char* base = std::getenv("TEST_TMPDIR");
-  fs::path p = fs::path(base ? base : "/tmp") / ("resume_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string TempDir(const std::string& name) { return testing::FreshTempDir("resume_" + name); }
 
 engine::Config Small() {
-  auto c = engine::LoadConfigFile("configs/tiny.yaml");
-  EXPECT_TRUE(c.ok()) << c.status();
-  engine::Config config = *c;
-  config.model.d_model = 32;
+  engine::Config config = testing::SmallTinyConfig();
   config.model.n_layers = 1;
-  config.model.ffn_hidden = 64;
   config.model.max_seq_len = 16;
   config.training.seq_len = 16;
   config.training.micro_batch = 2;
   config.training.grad_accum = 1;
   config.training.steps = 12;
-  config.training.warmup_steps = 2;
-  config.training.checkpoint_every = 4;
   config.training.keep_checkpoints = 5;
-  config.training.log_every = 4;
   config.data.builtin.num_tokens = 1 << 14;
   return config;
 }
 
-RunOptions Options(const std::string& dir) {
-  RunOptions o;
-  o.run_dir = dir;
-  o.device = "cpu";
-  o.threads = 1;
-  return o;
-}
+RunOptions Options(const std::string& dir) { return testing::CpuRunOptions(dir); }
 
 std::string StepDir(const std::string& run, int64_t step) {
   return ckpt::CheckpointManager::CheckpointsDir(run) + "/" + ckpt::CheckpointManager::StepDirName(step);

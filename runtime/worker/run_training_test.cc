@@ -18,47 +18,18 @@
 #include "absl/strings/ascii.h"
 #include "runtime/comm/fake_communicator.h"
 #include "runtime/engine/checkpoint/checkpoint_manager.h"
+#include "runtime/worker/run_training_test_util.h"
 
 namespace kp::worker {
 namespace {
 
 namespace fs = std::filesystem;
 
-std::string TempDir(const std::string& name) {
-  const char* base = std::getenv("TEST_TMPDIR");
-  fs::path p = fs::path(base ? base : "/tmp") / name;
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p.string();
-}
+std::string TempDir(const std::string& name) { return testing::FreshTempDir(name); }
 
-// configs/tiny.yaml, shrunk so a test runs in seconds.
-engine::Config SmallTiny() {
-  auto c = engine::LoadConfigFile("configs/tiny.yaml");
-  EXPECT_TRUE(c.ok()) << c.status();
-  engine::Config config = *c;
-  config.model.d_model = 32;
-  config.model.n_layers = 2;
-  config.model.ffn_hidden = 64;
-  config.model.max_seq_len = 32;
-  config.training.seq_len = 32;
-  config.training.micro_batch = 4;
-  config.training.grad_accum = 2;
-  config.training.steps = 8;
-  config.training.warmup_steps = 2;
-  config.training.checkpoint_every = 4;
-  config.training.log_every = 4;
-  config.data.builtin.num_tokens = 1 << 16;
-  return config;
-}
+engine::Config SmallTiny() { return testing::SmallTinyConfig(); }
 
-RunOptions Options(const std::string& dir) {
-  RunOptions o;
-  o.run_dir = dir;
-  o.device = "cpu";
-  o.threads = 1;
-  return o;
-}
+RunOptions Options(const std::string& dir) { return testing::CpuRunOptions(dir); }
 
 ckpt::TensorMap FinalModel(const std::string& run_dir) {
   auto latest = ckpt::CheckpointManager::LatestComplete(run_dir);
