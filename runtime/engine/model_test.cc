@@ -13,18 +13,7 @@ namespace kp::engine {
 namespace {
 
 using testing::RelErr;
-
-ModelConfig TinyConfig() {
-  ModelConfig c;
-  c.vocab_size = 37;
-  c.d_model = 32;
-  c.n_layers = 2;
-  c.n_heads = 4;
-  c.n_kv_heads = 2;
-  c.ffn_hidden = 48;
-  c.max_seq_len = 16;
-  return c;
-}
+using testing::TinyConfig;
 
 struct Built {
   std::unique_ptr<LinearFactory> factory;

@@ -10,9 +10,24 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include "runtime/engine/config.h"
+
 namespace kp::engine::testing {
 
 // max |a - b| / max |b|: one relative error for a whole tensor.
+// The small model the engine's CPU tests build (GQA: 4 heads over 2 kv heads).
+inline ModelConfig TinyConfig() {
+  ModelConfig c;
+  c.vocab_size = 37;
+  c.d_model = 32;
+  c.n_layers = 2;
+  c.n_heads = 4;
+  c.n_kv_heads = 2;
+  c.ffn_hidden = 48;
+  c.max_seq_len = 16;
+  return c;
+}
+
 inline double RelErr(const at::Tensor& a, const at::Tensor& b) {
   at::Tensor bd = b.detach().to(at::kDouble);
   double num = (a.detach().to(at::kDouble) - bd).abs().max().item<double>();
