@@ -11,17 +11,7 @@ import argparse
 import json
 import os
 
-
-def rows(path):
-    with open(path) as f:
-        return [json.loads(l) for l in f if l.strip().startswith("{")]
-
-
-def result(name, value, unit, baseline_name=None, baseline=None, **extra):
-    r = {"name": name, "value": value, "unit": unit, "baseline_name": baseline_name,
-         "baseline": baseline, "ratio": (value / baseline) if baseline else None}
-    r.update(extra)
-    return r
+from collect_device_results import result, rows, write
 
 
 def main():
@@ -66,14 +56,9 @@ def main():
                       per_length={"kp": s["kp"], "pytorch": [{k: r.get(k) for k in (
                           "tokens", "ok", "step_s", "peak_gpu_gib", "peak_host_gib")} for r in s["pytorch"]]},
                       command="bench/device_long_context.sh"))
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "context_parallel.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump({"device": device, "date": a.date,
-                   "command": "cp_attention_bench --seqs 131072 --cps 2,8; bench/device_long_context.sh; "
-                              "cp_error_growth_test (CPU)", "results": out}, f, indent=1)
-        f.write("\n")
-    os.replace(path + ".tmp", path)
-    print(path)
+    write("context_parallel", device, a.date,
+          "cp_attention_bench --seqs 131072 --cps 2,8; bench/device_long_context.sh; "
+          "cp_error_growth_test (CPU)", out)
 
 
 if __name__ == "__main__":
