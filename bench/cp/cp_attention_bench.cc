@@ -6,6 +6,9 @@
 //   cp_sim       simulated CP, cp = 2, 4, 8: every rank's zigzag ring
 //                schedule (attention calls, LSE merges, dK/dV accumulation,
 //                K/V packing) run in turn on this GPU, no communication
+//   cp_sim_attention_calls_only
+//                the attention calls of cp_sim alone (no merges, no dK/dV
+//                accumulation, no packing): the floor cp_sim can reach
 //   cp_fake      the real ring code, cp = 2, 4: ranks are threads on this GPU
 //                exchanging CUDA tensors through the in-process fake
 //                communicator (device copies), forward + backward through
@@ -34,6 +37,7 @@
 #include <thread>
 
 #include "runtime/comm/fake_communicator.h"
+#include "runtime/parallel/block_fold.h"
 #include "runtime/parallel/cp_attention.h"
 #include "runtime/parallel/cp_simulation.h"
 #include "runtime/parallel/local_attention.h"
@@ -48,6 +52,10 @@ struct Flags {
   int64_t heads = 16, kv_heads = 16, dim = 128, batch = 1;
   int iters = 3;
 };
+
+std::vector<BlockTask> RankTasks(int r, int src, int n, int64_t chunk) {
+  return PlanBlocks(ZigzagSegments(r, n, chunk), ZigzagSegments(src, n, chunk), /*causal=*/true);
+}
 
 cudaStream_t CurrentStream() {
   const auto* impl = c10::impl::getDeviceGuardImpl(c10::kCUDA);
@@ -180,6 +188,53 @@ int Run(const Flags& f) {
       lo.backend = AttnBackend::kCudnn;
       const double ms = TimeMs([&] { SimulateRingAttention(qs, ks, vs, ds, lo); }, f.iters);
       Emit(header, "cp_sim", "cudnn", cp, f, seq, ms, full_cudnn_ms / ms);
+      {
+        // The same attention calls alone (no folds, no packing): what the
+        // split would cost if merging and accumulating were free.
+        const SimulatedRanks sim = SimulateRingAttention(qs, ks, vs, ds, lo);
+        std::vector<at::Tensor> lses;
+        for (int r = 0; r < cp; ++r) {
+          BlockFolder merged(BlockFolder::Kind::kLseMerge, qs[r]);
+          for (int t = 0; t < cp; ++t) {
+            const int src = (r - t + cp) % cp;
+            RunForwardTasks(qs[r], ks[src], vs[src], RankTasks(r, src, cp, seq / cp / 2),
+                            ResolveScale(0, qs[r]), AttnBackend::kCudnn, merged);
+          }
+          lses.push_back(merged.Finish(at::kBFloat16).second);
+        }
+        const double attn_ms = TimeMs(
+            [&] {
+              const double scale = ResolveScale(0, qs[0]);
+              for (int r = 0; r < cp; ++r) {
+                for (int t = 0; t < cp; ++t) {
+                  const int src = (r - t + cp) % cp;
+                  for (const BlockTask& b : RankTasks(r, src, cp, seq / cp / 2)) {
+                    AttentionBlockForward(qs[r].narrow(2, b.q_offset, b.q_length),
+                                          ks[src].narrow(2, b.k_offset, b.k_length),
+                                          vs[src].narrow(2, b.k_offset, b.k_length), b.mask,
+                                          scale, AttnBackend::kCudnn);
+                  }
+                }
+              }
+              for (int r = 0; r < cp; ++r) {
+                for (int t = 0; t < cp; ++t) {
+                  const int src = (r - t + cp) % cp;
+                  for (const BlockTask& b : RankTasks(r, src, cp, seq / cp / 2)) {
+                    AttentionBlockBackward(ds[r].narrow(2, b.q_offset, b.q_length),
+                                           qs[r].narrow(2, b.q_offset, b.q_length),
+                                           ks[src].narrow(2, b.k_offset, b.k_length),
+                                           vs[src].narrow(2, b.k_offset, b.k_length),
+                                           sim.out[r].narrow(2, b.q_offset, b.q_length),
+                                           lses[r].narrow(2, b.q_offset, b.q_length), b.mask,
+                                           scale, AttnBackend::kCudnn);
+                  }
+                }
+              }
+            },
+            f.iters);
+        Emit(header, "cp_sim_attention_calls_only", "cudnn", cp, f, seq, attn_ms,
+             full_cudnn_ms / attn_ms);
+      }
       if (cp > 4) continue;
       comm::FakeWorld world(cp, std::chrono::minutes(5));
       std::vector<std::unique_ptr<comm::Communicator>> comms;

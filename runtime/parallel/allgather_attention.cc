@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/parallel/block_fold.h"
 #include "runtime/parallel/cp_modes.h"
 #include "runtime/parallel/local_attention.h"
 #include "runtime/parallel/zigzag.h"
@@ -61,10 +62,11 @@ AllGatherSaved AllGatherForward(const at::Tensor& q, const at::Tensor& k, const 
                                  .reshape({2, kv.size(1), kv.size(2), n * len, kv.size(4)});
   const at::Tensor full = ZigzagRankOrderToNatural(by_rank, 3, n).contiguous();
   const at::Tensor k_full = full[0], v_full = full[1];
-  MergeAccumulator acc = MakeAccumulator(q);
+  BlockFolder merged(BlockFolder::Kind::kLseMerge, q, state->options.merge);
   RunForwardTasks(q, k_full, v_full, Tasks(r, n, len, state->options.causal), state->scale,
-                  state->options.backend, state->options.merge, acc);
-  return {acc.out.to(q.scalar_type()), acc.lse, k_full, v_full};
+                  state->options.backend, merged);
+  auto [out, lse] = merged.Finish(q.scalar_type());
+  return {out, lse, k_full, v_full};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> AllGatherBackward(
@@ -78,14 +80,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> AllGatherBackward(
   const int64_t len = k_full.size(2) / n;
   const at::ScalarType acc_dt = AccumulationDtype(q);
 
-  at::Tensor dq = at::zeros(q.sizes(), q.options().dtype(acc_dt));
-  at::Tensor dkv_full = at::zeros({2, k_full.size(0), k_full.size(1), k_full.size(2),
-                                   k_full.size(3)},
-                                  k_full.options().dtype(acc_dt));
-  at::Tensor dk_full = dkv_full[0], dv_full = dkv_full[1];
+  BlockFolder dq(BlockFolder::Kind::kSum, q), dk(BlockFolder::Kind::kSum, k_full),
+      dv(BlockFolder::Kind::kSum, v_full);
   RunBackwardTasks(dout.contiguous(), q, k_full, v_full, out, lse,
                    Tasks(r, n, len, state->options.causal),
-                   state->scale, state->options.backend, dq, dk_full, dv_full);
+                   state->scale, state->options.backend, dq, dk, dv);
+  at::Tensor dkv_full = at::empty({2, k_full.size(0), k_full.size(1), k_full.size(2),
+                                   k_full.size(3)},
+                                  k_full.options().dtype(acc_dt));
+  dk.FinishInto(dkv_full[0], at::Tensor());
+  dv.FinishInto(dkv_full[1], at::Tensor());
   // Back to rank order, one slice per owner, and summed at the owner.
   const at::Tensor by_rank = ZigzagNaturalToRankOrder(dkv_full, 3, n)
                                  .reshape({2, k_full.size(0), k_full.size(1), n, len,
@@ -97,7 +101,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> AllGatherBackward(
   ThrowIfFailed(comm->ReduceScatter(by_rank, mine, comm::ReduceOp::kSum),
                 absl::StrCat("all-gather attention backward: rank ", r,
                              " reduce-scattering dK/dV"));
-  return {dq.to(q.scalar_type()), mine[0].to(kv_dtype), mine[1].to(kv_dtype)};
+  return {dq.Finish(q.scalar_type()).first, mine[0].to(kv_dtype), mine[1].to(kv_dtype)};
 }
 
 at::Tensor AllGatherAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,

@@ -126,9 +126,9 @@ absl::StatusOr<CpForwardBackwardResult> ContextParallelAttentionForwardBackward(
   try {
     switch (choice.mode) {
       case CpMode::kRing: {
-        auto [out, lse] = internal::RingForward(q, k, v, *state);
-        auto [dq, dk, dv] = internal::RingBackward(dout, q, k, v, out, lse, *state);
-        return CpForwardBackwardResult{out, dq, dk, dv};
+        const internal::RingSaved saved = internal::RingForward(q, k, v, *state);
+        auto [dq, dk, dv] = internal::RingBackward(dout, q, saved, *state);
+        return CpForwardBackwardResult{saved.out, dq, dk, dv};
       }
       case CpMode::kAllGather: {
         const internal::AllGatherSaved s = internal::AllGatherForward(q, k, v, *state);

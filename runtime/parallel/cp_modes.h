@@ -44,11 +44,16 @@ void ThrowIfFailed(const absl::Status& status, const std::string& what);
 // below call them). Driving them directly serves several ranks in one process
 // on one GPU: autograd runs every CUDA backward on one device thread, which
 // would serialize ranks that must exchange data.
-std::pair<at::Tensor, at::Tensor> RingForward(const at::Tensor& q, const at::Tensor& k,
-                                              const at::Tensor& v, const CpState& state);
-std::tuple<at::Tensor, at::Tensor, at::Tensor> RingBackward(
-    const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-    const at::Tensor& out, const at::Tensor& lse, const CpState& state);
+struct RingSaved {
+  at::Tensor out, lse;
+  at::Tensor kv;  // this rank's K and V stacked [2, B, Hkv, T, D]: what travels
+};
+RingSaved RingForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                      const CpState& state);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> RingBackward(const at::Tensor& dout,
+                                                            const at::Tensor& q,
+                                                            const RingSaved& saved,
+                                                            const CpState& state);
 
 struct AllGatherSaved {
   at::Tensor out, lse, k_full, v_full;

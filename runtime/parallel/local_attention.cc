@@ -50,10 +50,9 @@ struct LocalAttentionFunction : public torch::autograd::Function<LocalAttentionF
       out = blk.out.to(q.scalar_type());
       lse = blk.lse;
     } else {
-      MergeAccumulator acc = MakeAccumulator(q);
-      RunForwardTasks(q, k, v, tasks, scale, options.backend, options.merge, acc);
-      out = acc.out.to(q.scalar_type());
-      lse = acc.lse;
+      BlockFolder merged(BlockFolder::Kind::kLseMerge, q, options.merge);
+      RunForwardTasks(q, k, v, tasks, scale, options.backend, merged);
+      std::tie(out, lse) = merged.Finish(q.scalar_type());
     }
     ctx->save_for_backward({q, k, v, out, lse});
     ctx->saved_data["q_segments"] = Flatten(q_segments);
@@ -80,13 +79,11 @@ struct LocalAttentionFunction : public torch::autograd::Function<LocalAttentionF
       return {g.dq.to(q.scalar_type()), g.dk.to(k.scalar_type()), g.dv.to(v.scalar_type()),
               at::Tensor(), at::Tensor(), at::Tensor()};
     }
-    const at::ScalarType acc_dt = AccumulationDtype(q);
-    at::Tensor dq = at::zeros(q.sizes(), q.options().dtype(acc_dt));
-    at::Tensor dk = at::zeros(k.sizes(), k.options().dtype(acc_dt));
-    at::Tensor dv = at::zeros(v.sizes(), v.options().dtype(acc_dt));
+    BlockFolder dq(BlockFolder::Kind::kSum, q), dk(BlockFolder::Kind::kSum, k),
+        dv(BlockFolder::Kind::kSum, v);
     RunBackwardTasks(dout, q, k, v, out, lse, tasks, scale, backend, dq, dk, dv);
-    return {dq.to(q.scalar_type()), dk.to(k.scalar_type()), dv.to(v.scalar_type()),
-            at::Tensor(), at::Tensor(), at::Tensor()};
+    return {dq.Finish(q.scalar_type()).first, dk.Finish(k.scalar_type()).first,
+            dv.Finish(v.scalar_type()).first, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -102,39 +99,40 @@ double ResolveScale(double scale, const at::Tensor& q) {
 
 void RunForwardTasks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
-                     MergeMode merge, MergeAccumulator& acc) {
+                     BlockFolder& out) {
   for (const BlockTask& t : tasks) {
     const BlockOutput blk = AttentionBlockForward(
         q.narrow(2, t.q_offset, t.q_length), k.narrow(2, t.k_offset, t.k_length),
         v.narrow(2, t.k_offset, t.k_length), t.mask, scale, backend);
-    MergeBlock(acc, t.q_offset, blk.out, blk.lse, merge);
+    out.Add(t.q_offset, blk.out, blk.lse);
   }
 }
 
 void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                       const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                       const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
-                      at::Tensor& dq, const KvGradTarget& dkv_target) {
-  at::Tensor dk, dv;
+                      BlockFolder& dq, BlockFolder& dk, BlockFolder& dv) {
   for (const BlockTask& t : tasks) {
     const BlockGrads g = AttentionBlockBackward(
         dout.narrow(2, t.q_offset, t.q_length), q.narrow(2, t.q_offset, t.q_length),
         k.narrow(2, t.k_offset, t.k_length), v.narrow(2, t.k_offset, t.k_length),
         out.narrow(2, t.q_offset, t.q_length), lse.narrow(2, t.q_offset, t.q_length), t.mask,
         scale, backend);
-    dq.narrow(2, t.q_offset, t.q_length).add_(g.dq);
-    if (!dk.defined()) std::tie(dk, dv) = dkv_target();
-    dk.narrow(2, t.k_offset, t.k_length).add_(g.dk);
-    dv.narrow(2, t.k_offset, t.k_length).add_(g.dv);
+    dq.Add(t.q_offset, g.dq);
+    dk.Add(t.k_offset, g.dk);
+    dv.Add(t.k_offset, g.dv);
   }
 }
 
-void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
-                      const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-                      const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
-                      at::Tensor& dq, at::Tensor& dk, at::Tensor& dv) {
-  RunBackwardTasks(dout, q, k, v, out, lse, tasks, scale, backend, dq,
-                   [&dk, &dv] { return std::make_pair(dk, dv); });
+at::Tensor FoldKvGrads(BlockFolder& dk, BlockFolder& dv, const at::Tensor& base,
+                       const at::Tensor& kv, bool last) {
+  const at::Tensor target =
+      last ? at::empty(kv.sizes(), kv.options())
+      : base.defined() ? base
+                       : at::empty(kv.sizes(), kv.options().dtype(AccumulationDtype(kv)));
+  dk.FinishInto(target[0], base.defined() ? base[0] : at::Tensor());
+  dv.FinishInto(target[1], base.defined() ? base[1] : at::Tensor());
+  return target;
 }
 
 std::tuple<at::Tensor, at::Tensor> LocalAttentionWithLse(const at::Tensor& q, const at::Tensor& k,

@@ -9,7 +9,6 @@
 #ifndef KP_RUNTIME_PARALLEL_LOCAL_ATTENTION_H_
 #define KP_RUNTIME_PARALLEL_LOCAL_ATTENTION_H_
 
-#include <functional>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -17,6 +16,7 @@
 #include <ATen/core/Tensor.h>
 
 #include "runtime/parallel/attention_block.h"
+#include "runtime/parallel/block_fold.h"
 #include "runtime/parallel/block_plan.h"
 #include "runtime/parallel/lse_merge.h"
 
@@ -46,28 +46,28 @@ std::tuple<at::Tensor, at::Tensor> CausalAttentionWithLse(const at::Tensor& q, c
                                                           const at::Tensor& v,
                                                           const LocalAttentionOptions& options);
 
-// Runs tasks of q against one K/V block and merges them into acc.
+// Runs tasks of q against one K/V block and hands each block's partial output
+// and LSE to `out` (a kLseMerge folder shaped like q).
 void RunForwardTasks(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                      const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
-                     MergeMode merge, MergeAccumulator& acc);
+                     BlockFolder& out);
 
-// Adds the tasks' gradients into dq (rows of q) and dk, dv (rows of k, v);
-// out and lse are the final merged output and LSE of q's rows.
+// Runs the tasks' backward and hands each block's gradients to the kSum
+// folders dq (rows of q), dk and dv (rows of k, v); out and lse are the final
+// merged output and LSE of q's rows. The caller folds when it has them all:
+// dq typically once per attention call, dk/dv once per K/V block.
 void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                       const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                       const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
-                      at::Tensor& dq, at::Tensor& dk, at::Tensor& dv);
+                      BlockFolder& dq, BlockFolder& dk, BlockFolder& dv);
 
-// Where a backward's dK/dV contributions are added, resolved on first use:
-// the ring accumulates straight into the dK/dV accumulator arriving from its
-// neighbour (no fresh buffer, no extra pass to add the two), and waits for it
-// only once the first block's attention backward has been queued, so the
-// transfer still overlaps compute.
-using KvGradTarget = std::function<std::pair<at::Tensor, at::Tensor>()>;
-void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
-                      const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
-                      const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
-                      at::Tensor& dq, const KvGradTarget& dkv_target);
+// Adds one K/V block's dK/dV shares (kSum folders shaped like its k and v)
+// to the block's travelling accumulator `base` ([2, B, Hkv, T, D] in the
+// accumulation dtype, updated in place; undefined for the first share: a new
+// one is written without reading zeros) and returns it. The `last` share
+// rounds the sum to kv's dtype as it adds, into a new tensor.
+at::Tensor FoldKvGrads(BlockFolder& dk, BlockFolder& dv, const at::Tensor& base,
+                       const at::Tensor& kv, bool last);
 
 // The accumulation dtype of gradients and outputs: float64 for float64
 // inputs, float32 otherwise.

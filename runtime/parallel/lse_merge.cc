@@ -3,22 +3,13 @@
 #include <limits>
 
 #include <ATen/ATen.h>
-#include <c10/core/impl/DeviceGuardImplInterface.h>
 
 #include "kernels/lse_merge_strided.h"
+#include "runtime/parallel/current_stream.h"
 #include "runtime/common/status.h"
 
 namespace kp::parallel {
 namespace {
-
-// The current CUDA stream through c10's device-generic interface, so this
-// library links libtorch_cpu only: libtorch_cuda exports a bundled copy of
-// gloo's symbols that would interpose on Debian's libgloo in any binary that
-// also links the Gloo communicator (seen: broken gloo rendezvous).
-cudaStream_t CurrentStream(const at::Tensor& t) {
-  const c10::impl::DeviceGuardImplInterface* impl = c10::impl::getDeviceGuardImpl(c10::kCUDA);
-  return static_cast<cudaStream_t>(impl->getStream(t.device()).native_handle());
-}
 
 bool UseFusedKernel(const MergeAccumulator& acc, const at::Tensor& blk_out,
                     const at::Tensor& blk_lse) {
