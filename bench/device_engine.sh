@@ -3,7 +3,7 @@
 # run. Needs the bundle (tools/build_bundle.sh) carried along. Writes JSON
 # lines under $OUT (or ./bench_out): PyTorch eager/compiled and kp-train on the
 # 1.3B config in BF16 and FP8; with PROFILE=1 also Chrome traces of two
-# steps of kp BF16 and of each PyTorch mode, and where each step's time goes
+# steps of kp BF16, kp FP8 and of each PyTorch mode, and where each step's time goes
 # against its floor (breakdown.jsonl, bench/profile_breakdown.py).
 # Usage: [PROFILE=1] bench/device_engine.sh [steps]
 set -uo pipefail
@@ -11,9 +11,10 @@ OUT="${OUT:-bench_out}"; mkdir -p "$OUT"
 STEPS="${1:-20}"
 ENV=bundle/kp-env.sh
 nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/device.txt"
-PROF_KP=(); PROF_PT=()
+PROF_KP=(); PROF_FP8=(); PROF_PT=()
 if [[ -n "${PROFILE:-}" ]]; then
   PROF_KP=(--profile_steps "$((STEPS + 2)):$((STEPS + 4))" --profile_trace /tmp/kp_trace.json)
+  PROF_FP8=(--profile_steps "$((STEPS + 2)):$((STEPS + 4))" --profile_trace /tmp/kp_fp8_trace.json)
   PROF_PT=(--profile_dir /tmp)
 fi
 run_kp() {  # name config extra-sed timeout steps [extra kp-train flags]
@@ -25,13 +26,15 @@ run_kp() {  # name config extra-sed timeout steps [extra kp-train flags]
   echo "kp $name rc=$? $(tail -n 1 "$OUT/$name.jsonl" 2>/dev/null)"
 }
 run_kp kp_1p3b_bf16 configs/1p3b.yaml 's/^precision:.*/precision: bf16/' 300 $((STEPS + 5)) "${PROF_KP[@]}"
-run_kp kp_1p3b_fp8 configs/1p3b.yaml 's/^precision:.*/precision: fp8/' 300 $((STEPS + 5))
+run_kp kp_1p3b_fp8 configs/1p3b.yaml 's/^precision:.*/precision: fp8/' 300 $((STEPS + 5)) "${PROF_FP8[@]}"
 PYTHONUNBUFFERED=1 timeout 420 python3 bench/pytorch_llama.py --config configs/1p3b.yaml --steps "$STEPS" \
   --warmup 5 --modes eager,compiled "${PROF_PT[@]}" > "$OUT/pytorch_1p3b.jsonl" 2> "$OUT/pytorch_1p3b.err"
 echo "pytorch rc=$?"; cat "$OUT/pytorch_1p3b.jsonl"
 if [[ -n "${PROFILE:-}" ]]; then
   python3 bench/profile_breakdown.py /tmp/kp_trace.json --config configs/1p3b.yaml --steps 2 --label kp_bf16 \
     | tee "$OUT/breakdown.jsonl"
+  [[ -f /tmp/kp_fp8_trace.json ]] && python3 bench/profile_breakdown.py /tmp/kp_fp8_trace.json \
+    --config configs/1p3b.yaml --steps 2 --label kp_fp8 --fp8_tflops 1400 | tee -a "$OUT/breakdown.jsonl"
   for m in eager compiled; do
     [[ -f /tmp/pytorch_$m.json ]] && python3 bench/profile_breakdown.py /tmp/pytorch_$m.json \
       --config configs/1p3b.yaml --steps 2 --label "pytorch_$m" | tee -a "$OUT/breakdown.jsonl"

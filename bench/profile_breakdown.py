@@ -22,6 +22,11 @@ Floors, from the model config (stated so they can be checked):
               ideally fused model: norms, RoPE, SwiGLU, residual adds) and the
               logits read and written twice (softmax forward, gradient), bf16,
               forward and backward (backward counted as 2x forward) at --bw_gbs
+  fp8 cast    (--fp8_tflops: an FP8 run, every projection in FP8) each
+              projection's input cast to E4M3 with its transposed copy (read
+              2 + write 2 bytes an element), its output gradient to E5M2 the
+              same, its fp32 weight (read 4 + write 2); the projections' GEMM
+              floor then counts at --fp8_tflops, the LM head's at --gemm_tflops
   host gaps   0
 
 Usage: profile_breakdown.py TRACE --config CONFIG --steps N [--label NAME]
@@ -38,6 +43,7 @@ CLASSES = [
     ("gemm", re.compile(r"gemm|nvjet|cutlass|xmma|cublas|sm90_|_mma|matmul", re.I)),
     ("optimizer", re.compile(r"adam|multi_tensor|foreach|fused_sgd", re.I)),
     ("memcpy/memset", re.compile(r"^memcpy|^memset|Memcpy|Memset", re.I)),
+    ("fp8 cast", re.compile(r"CastKernel|CastTransposeKernel|AmaxKernel")),
 ]
 
 
@@ -48,7 +54,7 @@ def classify(name):
     return "elementwise"
 
 
-def floors(cfg_path, gemm_tflops, bw_gbs):
+def floors(cfg_path, gemm_tflops, bw_gbs, fp8_tflops=None):
     cfg = yaml.safe_load(open(cfg_path))
     m, t = cfg["model"], cfg["training"]
     d, L, V, f = m["d_model"], m["n_layers"], m["vocab_size"], m["ffn_hidden"]
@@ -64,12 +70,21 @@ def floors(cfg_path, gemm_tflops, bw_gbs):
     fwd_elems = (2 * d + (h + 2 * kv) * dh + 2 * (h + kv) * dh + 3 * d + 2 * d + 3 * f + 3 * d)
     elem_bytes = 2.0 * tokens * L * fwd_elems * 3 + 2.0 * tokens * V * 4
     opt_bytes = 30.0 * n_params
+    gemm_s = gemm_flops / (gemm_tflops * 1e12)
+    cast_bytes = 0.0
+    if fp8_tflops:
+        # Every projection of every layer in FP8 (the LM head in BF16).
+        gemm_s = 6.0 * L * per_layer * tokens / (fp8_tflops * 1e12) + 6.0 * V * d * tokens / (gemm_tflops * 1e12)
+        x_in = d + h * dh + d + f                      # inputs of qkv, out, gate+up, down
+        dy_out = (h + 2 * kv) * dh + d + 2 * f + d     # their outputs' gradients
+        cast_bytes = L * (4.0 * tokens * x_in + 4.0 * tokens * dy_out + 6.0 * per_layer)
     return {
-        "gemm": gemm_flops / (gemm_tflops * 1e12),
+        "gemm": gemm_s,
         "attention": attn_flops / (gemm_tflops * 1e12),
         "optimizer": opt_bytes / (bw_gbs * 1e9),
         "elementwise": elem_bytes / (bw_gbs * 1e9),
         "memcpy/memset": 0.0,
+        "fp8 cast": cast_bytes / (bw_gbs * 1e9),
         "nccl": 0.0,
         "host gaps": 0.0,
     }, tokens
@@ -109,11 +124,13 @@ def main():
     p.add_argument("--label", default="")
     p.add_argument("--gemm_tflops", type=float, default=780.0)
     p.add_argument("--bw_gbs", type=float, default=3014.0)
+    p.add_argument("--fp8_tflops", type=float, default=0.0,
+                   help="an FP8 run: the projections' GEMM floor at this rate, plus the casts' floor")
     a = p.parse_args()
     ks = kernels(a.trace)
     if not ks:
         raise SystemExit(f"{a.trace}: no GPU kernels in the trace (was CUDA activity profiled?)")
-    fl, tokens = floors(a.config, a.gemm_tflops, a.bw_gbs)
+    fl, tokens = floors(a.config, a.gemm_tflops, a.bw_gbs, a.fp8_tflops or None)
     per_class = {}
     for _, dur, name in ks:
         c = classify(name)
@@ -123,7 +140,7 @@ def main():
     per_class["host gaps"] = gaps
     step_s = span / a.steps / 1e6
     total_floor = 0.0
-    for c in ["gemm", "attention", "elementwise", "optimizer", "memcpy/memset", "nccl", "host gaps"]:
+    for c in ["gemm", "attention", "elementwise", "optimizer", "memcpy/memset", "fp8 cast", "nccl", "host gaps"]:
         s = per_class.get(c, 0.0) / a.steps / 1e6
         total_floor += fl[c]
         print(json.dumps({"label": a.label, "class": c, "ms_per_step": round(1e3 * s, 2),

@@ -62,7 +62,8 @@ AllGatherSaved AllGatherForward(const at::Tensor& q, const at::Tensor& k, const 
                                  .reshape({2, kv.size(1), kv.size(2), n * len, kv.size(4)});
   const at::Tensor full = ZigzagRankOrderToNatural(by_rank, 3, n).contiguous();
   const at::Tensor k_full = full[0], v_full = full[1];
-  BlockFolder merged(BlockFolder::Kind::kLseMerge, q, state->options.merge);
+  BlockFolder merged(BlockFolder::Kind::kLseMerge, q, state->options.merge,
+                     state->options.fold_max_pending);
   RunForwardTasks(q, k_full, v_full, Tasks(r, n, len, state->options.causal), state->scale,
                   state->options.backend, merged);
   auto [out, lse] = merged.Finish(q.scalar_type());
@@ -80,8 +81,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> AllGatherBackward(
   const int64_t len = k_full.size(2) / n;
   const at::ScalarType acc_dt = AccumulationDtype(q);
 
-  BlockFolder dq(BlockFolder::Kind::kSum, q), dk(BlockFolder::Kind::kSum, k_full),
-      dv(BlockFolder::Kind::kSum, v_full);
+  const int pending = state->options.fold_max_pending;
+  BlockFolder dq(BlockFolder::Kind::kSum, q, MergeMode::kStable, pending);
+  BlockFolder dk(BlockFolder::Kind::kSum, k_full, MergeMode::kStable, pending);
+  BlockFolder dv(BlockFolder::Kind::kSum, v_full, MergeMode::kStable, pending);
   RunBackwardTasks(dout.contiguous(), q, k_full, v_full, out, lse,
                    Tasks(r, n, len, state->options.causal),
                    state->scale, state->options.backend, dq, dk, dv);

@@ -42,13 +42,15 @@ kernels::FoldBlock Describe(int64_t row_offset, const at::Tensor& block, const a
 
 }  // namespace
 
-BlockFolder::BlockFolder(Kind kind, const at::Tensor& like, MergeMode merge)
+BlockFolder::BlockFolder(Kind kind, const at::Tensor& like, MergeMode merge, int max_pending)
     : kind_(kind),
       merge_(merge),
+      max_pending_(max_pending),
       shape_(like.sizes().vec()),
       acc_options_(like.options().dtype(like.scalar_type() == at::kDouble ? at::kDouble
                                                                           : at::kFloat)) {
   KP_CHECK(shape_.size() == 4);
+  KP_CHECK(max_pending_ >= 1 && max_pending_ <= kMaxPending);
 }
 
 void BlockFolder::Add(int64_t row_offset, const at::Tensor& block, const at::Tensor& lse) {
@@ -57,8 +59,7 @@ void BlockFolder::Add(int64_t row_offset, const at::Tensor& block, const at::Ten
   KP_CHECK(row_offset >= 0 && row_offset + block.size(2) <= shape_[2]);
   KP_CHECK((kind_ == Kind::kLseMerge) == lse.defined());
   if (block.size(2) == 0) return;
-  // One slot is kept for the partial result a later fold starts from.
-  if (static_cast<int>(pending_.size()) + 1 >= kernels::kMaxFoldBlocks) {
+  if (static_cast<int>(pending_.size()) >= max_pending_) {
     if (!partial_.defined()) {
       partial_ = at::empty(shape_, acc_options_);
       if (kind_ == Kind::kLseMerge) {
@@ -82,9 +83,15 @@ std::pair<at::Tensor, at::Tensor> BlockFolder::Finish(at::ScalarType dtype) {
 }
 
 void BlockFolder::FinishInto(const at::Tensor& out, const at::Tensor& base) {
-  KP_CHECK(kind_ == Kind::kSum && !partial_.defined());
+  KP_CHECK(kind_ == Kind::kSum);
   KP_CHECK(out.sizes() == at::IntArrayRef(shape_));
   KP_CHECK(!base.defined() || base.sizes() == at::IntArrayRef(shape_));
+  if (partial_.defined()) {
+    // Earlier rounds: the partial result is one more block to add.
+    if (base.defined()) Fold(partial_, at::Tensor(), partial_, at::Tensor());
+    pending_.push_back({0, partial_, at::Tensor()});
+    partial_ = at::Tensor();
+  }
   if (pending_.empty() && base.defined() && out.data_ptr() == base.data_ptr() &&
       out.strides() == base.strides() && out.scalar_type() == base.scalar_type()) {
     return;  // nothing to add to an accumulator updated in place

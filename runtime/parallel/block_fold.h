@@ -22,6 +22,7 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "kernels/fold_blocks.h"
 #include "runtime/parallel/lse_merge.h"
 
 namespace kp::parallel {
@@ -33,9 +34,16 @@ class BlockFolder {
     kLseMerge,  // attention outputs: weighted by exp(lse_i - lse)
   };
 
+  // Most blocks kept pending (the rest of kernels::kMaxFoldBlocks is the
+  // float32 partial a later round starts from).
+  static constexpr int kMaxPending = kernels::kMaxFoldBlocks - 1;
+
   // like: a tensor shaped like the result [B, H, T, D] (its device and the
   // accumulation dtype follow it: float64 for float64, float32 otherwise).
-  BlockFolder(Kind kind, const at::Tensor& like, MergeMode merge = MergeMode::kStable);
+  // max_pending (1..kMaxPending): blocks kept before they fold into a
+  // float32 partial result; fewer keeps less memory, more reads less.
+  BlockFolder(Kind kind, const at::Tensor& like, MergeMode merge = MergeMode::kStable,
+              int max_pending = kMaxPending);
 
   // block: [B, H, rows, D], any (b, h, t) strides; lse: [B, H, rows] float32
   // (kLseMerge only). The block must stay unmodified until the fold.
@@ -68,6 +76,7 @@ class BlockFolder {
 
   Kind kind_;
   MergeMode merge_;
+  int max_pending_;
   std::vector<int64_t> shape_;
   at::TensorOptions acc_options_;
   std::vector<Pending> pending_;

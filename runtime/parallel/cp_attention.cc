@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/parallel/block_fold.h"
 #include "runtime/parallel/cp_modes.h"
 #include "runtime/parallel/local_attention.h"
 
@@ -12,8 +13,13 @@ namespace {
 std::string Shape(const at::Tensor& t) { return c10::str(t.sizes()); }
 
 absl::Status ValidateInputs(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int cp,
-                            int rank) {
+                            int rank, const CpOptions& options) {
   const std::string who = absl::StrCat("context-parallel attention (rank ", rank, " of ", cp, "): ");
+  if (options.fold_max_pending < 1 || options.fold_max_pending > BlockFolder::kMaxPending) {
+    return absl::InvalidArgumentError(absl::StrCat(who, "fold_max_pending is ",
+                                                   options.fold_max_pending, "; it must be 1..",
+                                                   BlockFolder::kMaxPending));
+  }
   if (!q.defined() || !k.defined() || !v.defined()) {
     return absl::InvalidArgumentError(who + "q, k and v must be defined");
   }
@@ -67,7 +73,7 @@ absl::StatusOr<at::Tensor> ContextParallelAttention(const at::Tensor& q, const a
                                                     const CpOptions& options) {
   const int cp = comm == nullptr ? 1 : comm->size();
   const int rank = comm == nullptr ? 0 : comm->rank();
-  KP_RETURN_IF_ERROR(ValidateInputs(q, k, v, cp, rank));
+  KP_RETURN_IF_ERROR(ValidateInputs(q, k, v, cp, rank, options));
   if (cp == 1) {
     // The pass-through: exactly the local attention the engine runs without CP.
     LocalAttentionOptions local;
@@ -105,7 +111,7 @@ absl::StatusOr<CpForwardBackwardResult> ContextParallelAttentionForwardBackward(
     comm::Communicator* comm, const CpOptions& options) {
   const int cp = comm == nullptr ? 1 : comm->size();
   const int rank = comm == nullptr ? 0 : comm->rank();
-  KP_RETURN_IF_ERROR(ValidateInputs(q, k, v, cp, rank));
+  KP_RETURN_IF_ERROR(ValidateInputs(q, k, v, cp, rank, options));
   if (!dout.defined() || dout.sizes() != q.sizes()) {
     return absl::InvalidArgumentError("context-parallel attention: dout must have q's shape");
   }

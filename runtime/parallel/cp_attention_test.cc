@@ -184,6 +184,38 @@ TEST(CpAttention, CpOneIsLocalAttentionExactly) {
   EXPECT_TRUE(at::equal(*ContextParallelAttention(q, k, v, nullptr, CpOptions{}), a[0]));
 }
 
+// Folding per-block results in rounds (little memory) gives what folding
+// them at once does; an out-of-range setting is refused naming the field.
+TEST(CpAttention, FoldingInRoundsMatchesAndBadSettingIsRejected) {
+  at::set_num_threads(1);
+  const int cp = 4;  // cp + 2 = 6 blocks a rank: rounds at 1 and 2
+  const AttentionProblem p = testing::MakeProblem(1, 4, 2, 16 * cp, 8, 77);
+  const AttentionResult ref = testing::ReferenceAttention(p, /*causal=*/true);
+  for (CpMode mode : {CpMode::kRing, CpMode::kAllGather}) {
+    for (int pending : {1, 2}) {
+      CpOptions options;
+      options.mode = mode;
+      options.fold_max_pending = pending;
+      const CpRun got = RunCp(p, cp, options, at::kFloat);
+      ASSERT_TRUE(got.out.defined());
+      EXPECT_LT(MaxAbsError(got.out, ref.out), 1e-5) << CpModeName(mode) << " " << pending;
+      EXPECT_LT(MaxAbsError(got.dq, ref.dq), 1e-5) << CpModeName(mode) << " " << pending;
+      EXPECT_LT(MaxAbsError(got.dk, ref.dk), 1e-5) << CpModeName(mode) << " " << pending;
+      EXPECT_LT(MaxAbsError(got.dv, ref.dv), 1e-5) << CpModeName(mode) << " " << pending;
+    }
+  }
+  testing::RunRanks(2, [&](int, comm::Communicator& comm) {
+    CpOptions bad;
+    bad.fold_max_pending = 0;
+    const at::Tensor q = at::randn({1, 2, 8, 4});
+    auto out = ContextParallelAttention(q, q, q, &comm, bad);
+    ASSERT_FALSE(out.ok());
+    EXPECT_NE(out.status().message().find("fold_max_pending is 0; it must be 1..15"),
+              std::string::npos)
+        << out.status();
+  });
+}
+
 // A dead peer ends the call with the communicator's error, naming the step,
 // this rank and the peer; nothing hangs.
 TEST(CpAttention, DeadPeerIsAnErrorNamingTheTransfer) {

@@ -39,25 +39,25 @@ SimulatedRanks SimulateRingAttention(const std::vector<at::Tensor>& q,
     lse[r] = l;
   }
 
-  // Step by step as the ring runs: at step t rank r adds its share of block
-  // r - t's dK/dV into that block's travelling accumulator, and step N - 1
-  // is every block's last share.
-  std::vector<BlockFolder> dq;
-  for (int r = 0; r < n; ++r) dq.emplace_back(BlockFolder::Kind::kSum, q[r]);
-  std::vector<at::Tensor> dkv(n);
-  for (int t = 0; t < n; ++t) {
-    for (int r = 0; r < n; ++r) {
-      const int src = (r - t + n) % n;
-      BlockFolder dk(BlockFolder::Kind::kSum, kv[src][0]), dv(BlockFolder::Kind::kSum, kv[src][1]);
-      RunBackwardTasks(dout[r], q[r], kv[src][0], kv[src][1], res.out[r], lse[r], tasks(r, src),
-                       scale, options.backend, dq[r], dk, dv);
-      dkv[src] = FoldKvGrads(dk, dv, dkv[src], kv[src], t + 1 == n);
-    }
+  // As the ring does: each rank's dK/dV share of a block goes to the block's
+  // owner, who folds its own gradients once, from every rank's shares.
+  std::vector<BlockFolder> dk, dv;
+  for (int r = 0; r < n; ++r) {
+    dk.emplace_back(BlockFolder::Kind::kSum, kv[r][0]);
+    dv.emplace_back(BlockFolder::Kind::kSum, kv[r][1]);
   }
   for (int r = 0; r < n; ++r) {
-    res.dq.push_back(dq[r].Finish(q[r].scalar_type()).first);
-    res.dk.push_back(dkv[r][0]);
-    res.dv.push_back(dkv[r][1]);
+    BlockFolder dq(BlockFolder::Kind::kSum, q[r]);
+    for (int t = 0; t < n; ++t) {
+      const int src = (r - t + n) % n;
+      RunBackwardTasks(dout[r], q[r], kv[src][0], kv[src][1], res.out[r], lse[r], tasks(r, src),
+                       scale, options.backend, dq, dk[src], dv[src]);
+    }
+    res.dq.push_back(dq.Finish(q[r].scalar_type()).first);
+  }
+  for (int r = 0; r < n; ++r) {
+    res.dk.push_back(dk[r].Finish(k[r].scalar_type()).first);
+    res.dv.push_back(dv[r].Finish(v[r].scalar_type()).first);
   }
   return res;
 }

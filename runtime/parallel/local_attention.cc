@@ -111,7 +111,7 @@ void RunForwardTasks(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
 void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                       const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                       const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
-                      BlockFolder& dq, BlockFolder& dk, BlockFolder& dv) {
+                      BlockFolder& dq, const KvGradSink& dkv) {
   for (const BlockTask& t : tasks) {
     const BlockGrads g = AttentionBlockBackward(
         dout.narrow(2, t.q_offset, t.q_length), q.narrow(2, t.q_offset, t.q_length),
@@ -119,20 +119,19 @@ void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Ten
         out.narrow(2, t.q_offset, t.q_length), lse.narrow(2, t.q_offset, t.q_length), t.mask,
         scale, backend);
     dq.Add(t.q_offset, g.dq);
-    dk.Add(t.k_offset, g.dk);
-    dv.Add(t.k_offset, g.dv);
+    dkv(t, g.dk, g.dv);
   }
 }
 
-at::Tensor FoldKvGrads(BlockFolder& dk, BlockFolder& dv, const at::Tensor& base,
-                       const at::Tensor& kv, bool last) {
-  const at::Tensor target =
-      last ? at::empty(kv.sizes(), kv.options())
-      : base.defined() ? base
-                       : at::empty(kv.sizes(), kv.options().dtype(AccumulationDtype(kv)));
-  dk.FinishInto(target[0], base.defined() ? base[0] : at::Tensor());
-  dv.FinishInto(target[1], base.defined() ? base[1] : at::Tensor());
-  return target;
+void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                      const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                      const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
+                      BlockFolder& dq, BlockFolder& dk, BlockFolder& dv) {
+  RunBackwardTasks(dout, q, k, v, out, lse, tasks, scale, backend, dq,
+                   [&dk, &dv](const BlockTask& t, const at::Tensor& gk, const at::Tensor& gv) {
+                     dk.Add(t.k_offset, gk);
+                     dv.Add(t.k_offset, gv);
+                   });
 }
 
 std::tuple<at::Tensor, at::Tensor> LocalAttentionWithLse(const at::Tensor& q, const at::Tensor& k,

@@ -9,6 +9,7 @@
 #ifndef KP_RUNTIME_PARALLEL_LOCAL_ATTENTION_H_
 #define KP_RUNTIME_PARALLEL_LOCAL_ATTENTION_H_
 
+#include <functional>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -52,22 +53,22 @@ void RunForwardTasks(const at::Tensor& q, const at::Tensor& k, const at::Tensor&
                      const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
                      BlockFolder& out);
 
-// Runs the tasks' backward and hands each block's gradients to the kSum
-// folders dq (rows of q), dk and dv (rows of k, v); out and lse are the final
-// merged output and LSE of q's rows. The caller folds when it has them all:
-// dq typically once per attention call, dk/dv once per K/V block.
+// Runs the tasks' backward; each block's dQ goes to the kSum folder dq (rows
+// of q) and its dK/dV to `dkv` with the task they belong to. out and lse are
+// the final merged output and LSE of q's rows.
+using KvGradSink =
+    std::function<void(const BlockTask& task, const at::Tensor& dk, const at::Tensor& dv)>;
+void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
+                      const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                      const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
+                      BlockFolder& dq, const KvGradSink& dkv);
+
+// The same with dK/dV going to kSum folders dk and dv (rows of k, v). The
+// caller folds when it has every block: typically once per attention call.
 void RunBackwardTasks(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                       const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
                       const std::vector<BlockTask>& tasks, double scale, AttnBackend backend,
                       BlockFolder& dq, BlockFolder& dk, BlockFolder& dv);
-
-// Adds one K/V block's dK/dV shares (kSum folders shaped like its k and v)
-// to the block's travelling accumulator `base` ([2, B, Hkv, T, D] in the
-// accumulation dtype, updated in place; undefined for the first share: a new
-// one is written without reading zeros) and returns it. The `last` share
-// rounds the sum to kv's dtype as it adds, into a new tensor.
-at::Tensor FoldKvGrads(BlockFolder& dk, BlockFolder& dv, const at::Tensor& base,
-                       const at::Tensor& kv, bool last);
 
 // The accumulation dtype of gradients and outputs: float64 for float64
 // inputs, float32 otherwise.

@@ -3,16 +3,21 @@
 // Forward, rank r of N, step t = 0..N-1: holds the K/V of rank s = r - t and
 // sends it on to r+1 while attending its queries to it (the transfer of step
 // t+1 overlaps the attention of step t). Backward: the K/V pass around again;
-// the dK/dV accumulator of each block travels with it, each rank adding its
-// share, and one last hop brings it home to its owner.
+// at step t rank r computes block s's dK/dV share and sends it straight to
+// its owner s (receiving from r + t the share of its own block), in K/V's
+// dtype and only the rows its queries see, while the next step computes.
 //
-// Memory traffic besides attention (what keeps a split close to one full
-// attention call): every block's partial output and dQ are folded once, at
-// the end, from the blocks themselves (block_fold.h); each step's dK/dV
-// shares are added into the travelling float32 accumulator in one pass, the
-// first step writes it without reading zeros, and the last step rounds the
-// sum to K/V's dtype as it adds, so the last hop carries half the bytes and
-// the owner has nothing left to convert.
+// Why shares go to their owner rather than an accumulator travelling the
+// ring: the attention backward hands out each block's dK/dV in bf16, so
+// sending them as they are loses nothing (the owner sums them in float32 and
+// rounds once); the travelling float32 accumulator instead sent 2 x 4 bytes
+// per element of the whole block at every step and read and wrote it on every
+// rank, which cost the split ~4% of the attention time at cp 8 on one GPU.
+// Every block's partial output, dQ and dK/dV fold once, at the end, from the
+// blocks themselves (block_fold.h).
+#include <algorithm>
+#include <vector>
+
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
@@ -64,7 +69,8 @@ RingSaved RingForward(const at::Tensor& q, const at::Tensor& k, const at::Tensor
   const int n = comm->size(), r = comm->rank();
   const int next = (r + 1) % n, prev = (r - 1 + n) % n;
   const int64_t chunk = q.size(2) / 2;
-  BlockFolder merged(BlockFolder::Kind::kLseMerge, q, state->options.merge);
+  BlockFolder merged(BlockFolder::Kind::kLseMerge, q, state->options.merge,
+                     state->options.fold_max_pending);
   const at::Tensor local_kv = at::stack({k, v});  // one transfer per step
   at::Tensor cur = local_kv;
   for (int t = 0; t < n; ++t) {
@@ -96,42 +102,74 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> RingBackward(const at::Tensor& do
   const int n = comm->size(), r = comm->rank();
   const int next = (r + 1) % n, prev = (r - 1 + n) % n;
   const int64_t chunk = q.size(2) / 2;
+  const bool causal = state->options.causal;
+  const int pending = state->options.fold_max_pending;
   const at::Tensor& kv = saved.kv;
-  const at::ScalarType acc_dt = AccumulationDtype(kv), kv_dt = kv.scalar_type();
 
-  BlockFolder dq(BlockFolder::Kind::kSum, q);
+  BlockFolder dq(BlockFolder::Kind::kSum, q, MergeMode::kStable, pending);
+  // This rank's own K/V gradients: its own share and every other rank's.
+  BlockFolder dk(BlockFolder::Kind::kSum, kv[0], MergeMode::kStable, pending);
+  BlockFolder dv(BlockFolder::Kind::kSum, kv[1], MergeMode::kStable, pending);
+  struct Share {
+    int64_t k_offset;
+    at::Tensor dk, dv;  // received (or kept alive while being sent)
+  };
+  std::vector<Share> arriving, leaving;
+  std::vector<std::unique_ptr<comm::Work>> share_work;
+  // Waits for step t's shares, then hands the arrived ones to the folders.
+  auto land_shares = [&](int t) {
+    for (auto& w : share_work) {
+      ThrowIfFailed(w->Wait(), absl::StrCat("ring attention backward, step ", t, ": rank ", r,
+                                            " exchanging dK/dV shares (to rank ",
+                                            (r - t + n) % n, ", from rank ", (r + t) % n, ")"));
+    }
+    share_work.clear();
+    for (const Share& s : arriving) {
+      dk.Add(s.k_offset, s.dk);
+      dv.Add(s.k_offset, s.dv);
+    }
+    arriving.clear();
+    leaving.clear();
+  };
+
   at::Tensor cur = kv;
-  at::Tensor dkv_sending, dkv_arriving;  // kept alive until their transfer completes
-  std::unique_ptr<comm::Work> dkv_work;
   for (int t = 0; t < n; ++t) {
     const int src = (r - t + n) % n;
-    const bool last = t + 1 == n;
     at::Tensor incoming;
     std::unique_ptr<comm::Work> kv_work;
-    if (!last) {
+    if (t + 1 < n) {
       incoming = at::empty_like(cur);
       kv_work = comm->SendRecvAsync(cur, next, incoming, prev);
     }
-    BlockFolder dk(BlockFolder::Kind::kSum, cur[0]), dv(BlockFolder::Kind::kSum, cur[1]);
-    RunBackwardTasks(dout, q, cur[0], cur[1], saved.out, saved.lse,
-                     StepTasks(r, src, n, chunk, state->options.causal), state->scale,
-                     state->options.backend, dq, dk, dv);
-    // Block src's accumulator: the one arriving from the previous rank (none
-    // at t = 0), waited for only now that this step's attention is queued.
-    at::Tensor base;
-    if (dkv_work) {
-      ThrowIfFailed(dkv_work->Wait(), absl::StrCat("ring attention backward, step ", t, ": rank ",
-                                                   r, " receiving dK/dV from rank ", prev));
-      dkv_work.reset();
-      base = dkv_arriving;
-    }
-    const at::Tensor dkv = FoldKvGrads(dk, dv, base, cur, last);
-    if (n > 1) {
-      dkv_sending = dkv;
-      dkv_arriving = at::empty(cur.sizes(), cur.options().dtype(last ? kv_dt : acc_dt));
-      dkv_work = comm->SendRecvAsync(dkv_sending, next, dkv_arriving, prev);
+    const std::vector<BlockTask> tasks = StepTasks(r, src, n, chunk, causal);
+    if (t == 0) {
+      RunBackwardTasks(dout, q, cur[0], cur[1], saved.out, saved.lse, tasks, state->scale,
+                       state->options.backend, dq, dk, dv);
     } else {
-      dkv_arriving = dkv;
+      std::vector<Share> mine;
+      RunBackwardTasks(dout, q, cur[0], cur[1], saved.out, saved.lse, tasks, state->scale,
+                       state->options.backend, dq,
+                       [&mine](const BlockTask& task, const at::Tensor& gk, const at::Tensor& gv) {
+                         mine.push_back({task.k_offset, gk.contiguous(), gv.contiguous()});
+                       });
+      land_shares(t - 1);
+      // What rank r + t computed against this rank's K/V at its step t: the
+      // same plan from its side, so both agree on the rows without a header.
+      const int from = (r + t) % n;
+      for (const BlockTask& task : StepTasks(from, r, n, chunk, causal)) {
+        const auto opts = kv.options();
+        const std::vector<int64_t> shape = {kv.size(1), kv.size(2), task.k_length, kv.size(4)};
+        arriving.push_back({task.k_offset, at::empty(shape, opts), at::empty(shape, opts)});
+      }
+      const size_t pairs = std::max(mine.size(), arriving.size());
+      for (size_t i = 0; i < pairs; ++i) {
+        at::Tensor send_k, send_v, recv_k, recv_v;
+        if (i < mine.size()) send_k = mine[i].dk.to(kv.scalar_type()), send_v = mine[i].dv.to(kv.scalar_type());
+        if (i < arriving.size()) recv_k = arriving[i].dk, recv_v = arriving[i].dv;
+        share_work.push_back(comm->SendRecvAsync(send_k, src, recv_k, from));
+        share_work.push_back(comm->SendRecvAsync(send_v, src, recv_v, from));
+        if (i < mine.size()) leaving.push_back({0, send_k, send_v});
+      }
     }
     if (kv_work) {
       ThrowIfFailed(kv_work->Wait(), absl::StrCat("ring attention backward, step ", t, ": rank ",
@@ -139,11 +177,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> RingBackward(const at::Tensor& do
       cur = incoming;
     }
   }
-  if (dkv_work) {
-    ThrowIfFailed(dkv_work->Wait(), absl::StrCat("ring attention backward, last hop: rank ", r,
-                                                 " receiving its own dK/dV from rank ", prev));
-  }
-  return {dq.Finish(q.scalar_type()).first, dkv_arriving[0], dkv_arriving[1]};
+  land_shares(n - 1);
+  return {dq.Finish(q.scalar_type()).first, dk.Finish(kv.scalar_type()).first,
+          dv.Finish(kv.scalar_type()).first};
 }
 
 void ThrowIfFailed(const absl::Status& status, const std::string& what) {
