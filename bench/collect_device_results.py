@@ -8,6 +8,7 @@ small_bf16.jsonl, small_fp8.jsonl as the device scripts write them.
 import argparse
 import json
 import os
+import re
 import statistics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -100,9 +101,15 @@ def main():
                       command="bench/device_engine.sh 20"))
     b = rows(os.path.join(raw, "small_bf16.jsonl"))
     f = rows(os.path.join(raw, "small_fp8.jsonl"))
+    # A run whose layers all chose BF16 compares BF16 with BF16: refuse it.
+    fp8_layers = sum(1 for line in open(os.path.join(raw, "small_fp8.log"))
+                     if re.search(r"fp8 layer \S+ .*: FP8", line))
+    if fp8_layers == 0:
+        raise SystemExit("small_fp8.log: no layer ran FP8; the convergence run tests nothing")
     tail = lambda rs: statistics.mean(x["loss"] for x in rs[-50:])
     fp8.append(result("loss_gap_fp8_vs_bf16_pct", 100.0 * (tail(f) - tail(b)) / tail(b), "percent",
                       None, None, steps=len(f), fp8_final_loss=tail(f), bf16_final_loss=tail(b),
+                      fp8_layers=fp8_layers,
                       command="bench/device_fp8_convergence.sh 2000",
                       plot="bench/results/fp8_convergence.png"))
     write("fp8", device, a.date, "bundle/kp-env.sh fp8_bench; bench/device_engine.sh 20; "
