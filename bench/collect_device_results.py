@@ -99,6 +99,11 @@ def main():
             fp8.append(result(n, r["gb_per_s"], "GB/s"))
     fp8.append(result("step_1p3b_fp8_vs_bf16", kp_fp8, "tokens/s", "kp-train bf16", kp_bf16,
                       command="bench/device_engine.sh 20"))
+    lm_head = os.path.join(raw, "eng", "kp_1p3b_fp8_lm_head.jsonl")
+    if os.path.exists(lm_head):
+        fp8.append(result("step_1p3b_fp8_lm_head_vs_bf16", kp_tokens_per_s(lm_head), "tokens/s",
+                          "kp-train bf16", kp_bf16, note="fp8.fp8_lm_head: true (not the default)",
+                          command="bench/device_engine.sh 20"))
     b = rows(os.path.join(raw, "small_bf16.jsonl"))
     f = rows(os.path.join(raw, "small_fp8.jsonl"))
     # A run whose layers all chose BF16 compares BF16 with BF16: refuse it.

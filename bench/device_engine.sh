@@ -27,6 +27,9 @@ run_kp() {  # name config extra-sed timeout steps [extra kp-train flags]
 }
 run_kp kp_1p3b_bf16 configs/1p3b.yaml 's/^precision:.*/precision: bf16/' 300 $((STEPS + 5)) "${PROF_KP[@]}"
 run_kp kp_1p3b_fp8 configs/1p3b.yaml 's/^precision:.*/precision: fp8/' 300 $((STEPS + 5)) "${PROF_FP8[@]}"
+# The same with the LM head in FP8 too (fp8.fp8_lm_head: a job's choice; not
+# the default, whose logits stay BF16): what that option buys at this shape.
+run_kp kp_1p3b_fp8_lm_head configs/1p3b.yaml 's/^precision:.*/precision: fp8/;$a fp8:\n  fp8_lm_head: true' 300 $((STEPS + 5))
 PYTHONUNBUFFERED=1 timeout 420 python3 bench/pytorch_llama.py --config configs/1p3b.yaml --steps "$STEPS" \
   --warmup 5 --modes eager,compiled "${PROF_PT[@]}" > "$OUT/pytorch_1p3b.jsonl" 2> "$OUT/pytorch_1p3b.err"
 echo "pytorch rc=$?"; cat "$OUT/pytorch_1p3b.jsonl"
