@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """Writes bench/results/context_parallel.json from one session's raw outputs;
-every number is read from the files. Usage:
+every number is read from the files; a part whose input is not given keeps
+its entry from the earlier run, stamped with that run's device, date and
+command (collect_device_results.write). Usage:
   collect_cp_results.py --date YYYY-MM-DD --cp_jsonl CP_ATTENTION.jsonl
       --long_dir LONG_CONTEXT_DIR --error_log CP_ERROR_GROWTH_TEST.log
 CP_ATTENTION.jsonl: `cp_attention_bench --seqs 131072 --cps 2,8` (one GPU).
@@ -18,8 +20,8 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument("--date", required=True)
     p.add_argument("--cp_jsonl", required=True)
-    p.add_argument("--long_dir", required=True)
-    p.add_argument("--error_log", required=True)
+    p.add_argument("--long_dir")
+    p.add_argument("--error_log")
     a = p.parse_args()
     cp = rows(a.cp_jsonl)
     device = cp[0]["device"]
@@ -37,10 +39,21 @@ def main():
                           "one cuDNN causal attention call, fwd+bwd ms (131072 tokens, 16x128)", base,
                           simulated_ms=sim["fwd_bwd_ms"], backend=sim["backend"],
                           attention_calls_only_ms=calls[0]["fwd_bwd_ms"] if calls else None,
-                          command="bundle/kp-env.sh cp_attention_bench --seqs 131072 --cps 2,4,8")
+                          command="bundle/kp-env.sh cp_attention_bench --seqs 131072 --cps 2,8")
                    | {"ratio": base / sim["fwd_bwd_ms"]})
+    if a.error_log:
+        append_error(out, a.error_log)
+    if a.long_dir:
+        append_long_context(out, a.long_dir)
+    write("context_parallel", device, a.date,
+          "cp_attention_bench --seqs 131072 --cps 2,8"
+          + ("; cp_error_growth_test (CPU)" if a.error_log else "")
+          + ("; bench/device_long_context.sh" if a.long_dir else ""), out)
+
+
+def append_error(out, error_log):
     err = None
-    for line in open(a.error_log):
+    for line in open(error_log):
         if line.startswith("{") and '"cp_bwd_rel_error_n16"' in line:
             r = json.loads(line)
             if err is None or r["value"] > err["value"]:
@@ -48,7 +61,10 @@ def main():
     out.append(result("cp_bwd_rel_error_n16", err["value"], "max relative error vs float64", None, None,
                       mode=err.get("mode"), device="CPU (build machine, float32 vs float64)",
                       command="tools/bazel.sh test //runtime/parallel:cp_error_growth_test"))
-    s = json.load(open(os.path.join(a.long_dir, "summary.json")))
+
+
+def append_long_context(out, long_dir):
+    s = json.load(open(os.path.join(long_dir, "summary.json")))
     lc = s["long_context_1gpu_tokens"]
     kp_best = [r for r in s["kp"] if r["tokens"] == lc["value"]][0]
     pt_best = [r for r in s["pytorch"] if r.get("tokens") == lc["baseline"]][0]
@@ -62,9 +78,6 @@ def main():
                       per_length={"kp": s["kp"], "pytorch": [{k: r.get(k) for k in (
                           "tokens", "ok", "step_s", "peak_gpu_gib", "peak_host_gib")} for r in s["pytorch"]]},
                       command="bench/device_long_context.sh"))
-    write("context_parallel", device, a.date,
-          "cp_attention_bench --seqs 131072 --cps 2,8; bench/device_long_context.sh; "
-          "cp_error_growth_test (CPU)", out)
 
 
 if __name__ == "__main__":
