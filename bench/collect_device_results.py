@@ -90,12 +90,13 @@ def main():
     if have(raw, "eng", "kp_1p3b_bf16.jsonl"):
         kp_bf16 = kp_tokens_per_s(os.path.join(raw, "eng", "kp_1p3b_bf16.jsonl"))
         kp_fp8 = kp_tokens_per_s(os.path.join(raw, "eng", "kp_1p3b_fp8.jsonl"))
-        torch = {r["impl"]: r["tokens_per_s"] for r in rows(os.path.join(raw, "eng", "pytorch_1p3b.jsonl"))}
-        eng += [
-            result("step_1p3b_bf16_vs_compiled", kp_bf16, "tokens/s", "pytorch torch.compile",
-                   torch["pytorch_compiled"]),
-            result("step_1p3b_bf16_vs_eager", kp_bf16, "tokens/s", "pytorch eager", torch["pytorch_eager"]),
-        ]
+        if have(raw, "eng", "pytorch_1p3b.jsonl"):  # absent with SKIP_PYTORCH=1
+            torch = {r["impl"]: r["tokens_per_s"] for r in rows(os.path.join(raw, "eng", "pytorch_1p3b.jsonl"))}
+            eng += [
+                result("step_1p3b_bf16_vs_compiled", kp_bf16, "tokens/s", "pytorch torch.compile",
+                       torch["pytorch_compiled"]),
+                result("step_1p3b_bf16_vs_eager", kp_bf16, "tokens/s", "pytorch eager", torch["pytorch_eager"]),
+            ]
         # Where the step's time goes (PROFILE=1): per kernel class, ms a step
         # against its floor (bench/profile_breakdown.py states the floors).
         bd = os.path.join(raw, "eng", "breakdown.jsonl")

@@ -5,7 +5,9 @@
 # 1.3B config in BF16 and FP8; with PROFILE=1 also Chrome traces of two
 # steps of kp BF16, kp FP8 and of each PyTorch mode, and where each step's time goes
 # against its floor (breakdown.jsonl, bench/profile_breakdown.py).
-# Usage: [PROFILE=1] bench/device_engine.sh [steps]
+# SKIP_PYTORCH=1 runs the kp side alone (kp BF16 against kp FP8 needs no
+# PyTorch run; the comparison with PyTorch then keeps its earlier figures).
+# Usage: [PROFILE=1] [SKIP_PYTORCH=1] bench/device_engine.sh [steps]
 set -uo pipefail
 OUT="${OUT:-bench_out}"; mkdir -p "$OUT"
 STEPS="${1:-20}"
@@ -30,9 +32,11 @@ run_kp kp_1p3b_fp8 configs/1p3b.yaml 's/^precision:.*/precision: fp8/' 300 $((ST
 # The same with the LM head in FP8 too (fp8.fp8_lm_head: a job's choice; not
 # the default, whose logits stay BF16): what that option buys at this shape.
 run_kp kp_1p3b_fp8_lm_head configs/1p3b.yaml 's/^precision:.*/precision: fp8/;$a fp8:\n  fp8_lm_head: true' 300 $((STEPS + 5))
-PYTHONUNBUFFERED=1 timeout 420 python3 bench/pytorch_llama.py --config configs/1p3b.yaml --steps "$STEPS" \
-  --warmup 5 --modes eager,compiled "${PROF_PT[@]}" > "$OUT/pytorch_1p3b.jsonl" 2> "$OUT/pytorch_1p3b.err"
-echo "pytorch rc=$?"; cat "$OUT/pytorch_1p3b.jsonl"
+if [[ -z "${SKIP_PYTORCH:-}" ]]; then
+  PYTHONUNBUFFERED=1 timeout 420 python3 bench/pytorch_llama.py --config configs/1p3b.yaml --steps "$STEPS" \
+    --warmup 5 --modes eager,compiled "${PROF_PT[@]}" > "$OUT/pytorch_1p3b.jsonl" 2> "$OUT/pytorch_1p3b.err"
+  echo "pytorch rc=$?"; cat "$OUT/pytorch_1p3b.jsonl"
+fi
 if [[ -n "${PROFILE:-}" ]]; then
   python3 bench/profile_breakdown.py /tmp/kp_trace.json --config configs/1p3b.yaml --steps 2 --label kp_bf16 \
     | tee "$OUT/breakdown.jsonl"

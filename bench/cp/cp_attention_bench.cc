@@ -20,8 +20,11 @@
 // FLOPs: causal forward 4*B*H*T^2*D/2, fwd+bwd 2.5x that (the backward
 // counted as 1.5x the forward). "efficiency" of cp_sim = time of local_cudnn
 // at the same total length / time of the simulation (same backend, cuDNN).
+// With --profile_trace PREFIX, one more cp_sim run at each cp is recorded by
+// libtorch's kineto profiler into PREFIX.cp<N>.json (bench/trace_kernels.py
+// sums its kernels by class: where the split's extra time goes).
 // Usage: cp_attention_bench [--seqs 32768,65536,131072] [--heads 16]
-//        [--kv-heads 16] [--dim 128] [--iters 3] [--quick]
+//        [--kv-heads 16] [--dim 128] [--iters 3] [--quick] [--profile_trace PREFIX]
 // GPU only: exits 2 with the reason elsewhere.
 #include <algorithm>
 #include <cstdio>
@@ -29,6 +32,7 @@
 #include <cstring>
 #include <ctime>
 #include <functional>
+#include <set>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -37,6 +41,7 @@
 #include <c10/core/impl/DeviceGuardImplInterface.h>
 #include <cuda_runtime_api.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 
 #include <thread>
 
@@ -55,7 +60,26 @@ struct Flags {
   std::vector<int> cps = {2, 4, 8};
   int64_t heads = 16, kv_heads = 16, dim = 128, batch = 1;
   int iters = 3;
+  std::string profile_trace;  // prefix; empty: no trace
 };
+
+// Runs fn once under the kineto profiler (CPU ops and CUDA kernels) and
+// saves the Chrome trace to path.
+void Trace(const std::function<void()>& fn, const std::string& path) {
+  namespace prof = torch::profiler::impl;
+  const std::set<prof::ActivityType> activities = {prof::ActivityType::CPU,
+                                                   prof::ActivityType::CUDA};
+  const prof::ProfilerConfig config(prof::ProfilerState::KINETO);
+  torch::autograd::profiler::prepareProfiler(config, activities);
+  torch::autograd::profiler::enableProfiler(config, activities);
+  fn();
+  cudaDeviceSynchronize();
+  auto result = torch::autograd::profiler::disableProfiler();
+  if (result) {
+    result->save(path);
+    std::fprintf(stderr, "cp_attention_bench: trace %s\n", path.c_str());
+  }
+}
 
 std::vector<BlockTask> RankTasks(int r, int src, int n, int64_t chunk) {
   return PlanBlocks(ZigzagSegments(r, n, chunk), ZigzagSegments(src, n, chunk), /*causal=*/true);
@@ -206,6 +230,11 @@ int Run(const Flags& f) {
         full_ms = round == 0 ? a : std::min(full_ms, a);
         ms = round == 0 ? b : std::min(ms, b);
       }
+      if (!f.profile_trace.empty()) {
+        Trace([&] { SimulateRingAttention(qs, ks, vs, ds, lo); },
+              f.profile_trace + ".cp" + std::to_string(cp) + ".json");
+        Trace(full_cudnn, f.profile_trace + ".full.json");
+      }
       clear();
       Emit(header, "local_cudnn_paired", "cudnn", cp, f, seq, full_ms, 0);
       Emit(header, "cp_sim", "cudnn", cp, f, seq, ms, full_ms / ms);
@@ -309,13 +338,16 @@ int main(int argc, char** argv) {
       f.dim = std::stoll(next());
     } else if (a == "--iters") {
       f.iters = std::stoi(next());
+    } else if (a == "--profile_trace") {
+      f.profile_trace = next();
     } else if (a == "--quick") {
       f.seqs = {8192};
       f.iters = 2;
     } else {
       std::fprintf(stderr,
                    "usage: cp_attention_bench [--seqs 32768,65536,131072] [--cps 2,4,8] "
-                   "[--heads 16] [--kv-heads 16] [--dim 128] [--iters 3] [--quick]\n");
+                   "[--heads 16] [--kv-heads 16] [--dim 128] [--iters 3] [--quick] "
+                   "[--profile_trace PREFIX]\n");
       return 1;
     }
   }

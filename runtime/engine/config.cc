@@ -328,6 +328,14 @@ absl::Status ValidateConfig(const Config& c) {
                    absl::StrCat("must be a multiple of 2 * parallel.cp (", 2 * c.parallel.cp,
                                 ") for the zigzag layout, got ", t.seq_len));
   }
+  if (c.parallel.cp > 1 && c.parallel.cp_mode == CpMode::kUlysses &&
+      c.model.n_heads % c.parallel.cp != 0) {
+    return Invalid(c, "parallel.cp_mode",
+                   absl::StrCat("ulysses splits the heads over the cp ranks: model.n_heads (",
+                                c.model.n_heads, ") must be a multiple of parallel.cp (",
+                                c.parallel.cp, "); use ring or allgather, or a cp that divides ",
+                                c.model.n_heads));
+  }
   if (c.fault.in_process_shrink && c.parallel.cp > 1) {
     return Invalid(c, "fault.in_process_shrink",
                    absl::StrCat("needs parallel.cp == 1 (a dead rank takes a shard of every "

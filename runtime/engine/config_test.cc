@@ -98,6 +98,14 @@ TEST(ConfigTest, CrossFieldChecksNameTheField) {
   std::string bad_d = kMinimal;
   bad_d.replace(bad_d.find("d_model: 64"), 11, "d_model: 66");
   EXPECT_NE(ErrorOf(bad_d).find("model.n_heads"), std::string::npos);
+
+  // Ulysses splits the 4 heads over the cp ranks: 8 ranks cannot share them.
+  const std::string ulysses = ErrorOf(std::string(kMinimal) + "parallel:\n  cp: 8\n  cp_mode: ulysses\n");
+  EXPECT_NE(ulysses.find("parallel.cp_mode"), std::string::npos) << ulysses;
+  EXPECT_NE(ulysses.find("model.n_heads (4)"), std::string::npos) << ulysses;
+  // Ring needs no such thing, and ulysses at cp 2 is fine.
+  EXPECT_TRUE(ParseConfig(std::string(kMinimal) + "parallel:\n  cp: 8\n  cp_mode: ring\n", "t.yaml").ok());
+  EXPECT_TRUE(ParseConfig(std::string(kMinimal) + "parallel:\n  cp: 2\n  cp_mode: ulysses\n", "t.yaml").ok());
 }
 
 TEST(ConfigTest, FaultSection) {

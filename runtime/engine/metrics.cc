@@ -41,6 +41,7 @@ void MetricsLogger::OnStep(const StepMetrics& m) {
                         {"peak_mem_bytes", m.peak_mem_bytes},
                         {"time_s", m.time_s}};
     if (m.skipped) j["skipped"] = true;
+    for (const auto& [key, value] : m.extra) j[key] = num(value);
     out_ << j.dump() << "\n";
     out_.flush();
   }

@@ -14,6 +14,8 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "runtime/common/status.h"
 #include "runtime/engine/config.h"
@@ -30,6 +32,9 @@ struct StepMetrics {
   int64_t peak_mem_bytes = 0;
   double time_s = 0;  // wall time of this step
   bool skipped = false;  // non-finite loss or gradients: no update
+  // More keys for the step's JSON line, added by decorating sinks (FP8 layer
+  // statistics: runtime/fp8/metrics_sink.h); written in this order.
+  std::vector<std::pair<std::string, double>> extra;
 };
 
 double TrainingFlopsPerToken(const ModelConfig& model, int64_t non_embedding_params,

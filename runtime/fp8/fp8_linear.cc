@@ -266,6 +266,7 @@ std::shared_ptr<engine::LinearLayer> Fp8Session::Create(const engine::LinearSpec
     if (!timer_ && options_.tokens > 0 && context.device.is_cuda()) {
       timer_ = MakeCudaLayerTimer(context.device, options_);
     }
+    if (timer_ && agree_) timer_ = std::make_unique<AgreedLayerTimer>(std::move(timer_), agree_);
     chooser_ = std::make_unique<LayerChooser>(options_, timer_.get());
   }
   LayerChoice c;

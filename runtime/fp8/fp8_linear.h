@@ -89,6 +89,13 @@ class Fp8Session {
   // model is on a GPU and options.tokens > 0. Tests inject a fake.
   void SetTimer(std::unique_ptr<LayerTimer> timer) { timer_ = std::move(timer); }
 
+  // Several ranks: every start-up timing is reduced to its max over the
+  // ranks before the choice (AgreedLayerTimer), so all ranks choose alike.
+  // Set before the first Create; every rank then times collectively.
+  void SetTimingAgreement(AgreedLayerTimer::MaxAcrossRanks max_across_ranks) {
+    agree_ = std::move(max_across_ranks);
+  }
+
   // Per-layer decisions in creation order: (layer name, choice).
   std::vector<std::pair<std::string, LayerChoice>> choices() const;
 
@@ -115,6 +122,7 @@ class Fp8Session {
   Fp8Options options_;
   bool fp8_enabled_;
   std::unique_ptr<LayerTimer> timer_;
+  AgreedLayerTimer::MaxAcrossRanks agree_;
   std::unique_ptr<LayerChooser> chooser_;
   std::unique_ptr<engine::LinearFactory> dense_;
   mutable std::mutex mu_;

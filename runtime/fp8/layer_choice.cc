@@ -1,5 +1,8 @@
 #include "runtime/fp8/layer_choice.h"
 
+#include <cmath>
+#include <limits>
+
 #include <spdlog/spdlog.h>
 
 #include "absl/strings/str_cat.h"
@@ -52,6 +55,19 @@ LayerChoice LayerChooser::Choose(const std::string& layer_name, const LinearShap
   spdlog::info("fp8 layer {} [{} x {} -> {}]: {} ({})", layer_name, shape.tokens, shape.in, shape.out,
                it->second.fp8 ? "FP8" : "BF16", it->second.reason);
   return it->second;
+}
+
+absl::StatusOr<LayerTiming> AgreedLayerTimer::Time(const LinearShape& shape, int64_t iters) {
+  absl::StatusOr<LayerTiming> mine = inner_->Time(shape, iters);
+  std::vector<double> values = {0.0, std::numeric_limits<double>::infinity()};
+  if (mine.ok()) values = {mine->bf16_us, mine->fp8_us};
+  // Every rank joins the reduction, also one whose own timing failed.
+  KP_RETURN_IF_ERROR(max_(values));
+  if (!std::isfinite(values[1])) {
+    return absl::UnavailableError(
+        mine.ok() ? "another rank could not time this shape" : std::string(mine.status().message()));
+  }
+  return LayerTiming{values[0], values[1]};
 }
 
 }  // namespace kp::fp8

@@ -7,9 +7,12 @@
 #define KP_RUNTIME_FP8_LAYER_CHOICE_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "runtime/common/status.h"
 #include "runtime/fp8/options.h"
@@ -40,6 +43,26 @@ class LayerTimer {
  public:
   virtual ~LayerTimer() = default;
   virtual absl::StatusOr<LayerTiming> Time(const LinearShape& shape, int64_t iters) = 0;
+};
+
+// Several ranks: each times a shape itself, then every rank takes the max of
+// each side over all ranks, so all of them make the same choice. A layer in
+// FP8 on one rank and BF16 on another would put tensors of different sizes
+// into the amax all-reduce and let the replicas' numerics drift apart. A rank
+// whose timing fails contributes an infinite FP8 time: every rank keeps BF16.
+// Collective: every rank must time the same shapes in the same order (the
+// model is built alike everywhere).
+class AgreedLayerTimer final : public LayerTimer {
+ public:
+  // Replaces each value with its max over the ranks (an all-reduce).
+  using MaxAcrossRanks = std::function<absl::Status(std::vector<double>& values)>;
+  AgreedLayerTimer(std::unique_ptr<LayerTimer> inner, MaxAcrossRanks max_across_ranks)
+      : inner_(std::move(inner)), max_(std::move(max_across_ranks)) {}
+  absl::StatusOr<LayerTiming> Time(const LinearShape& shape, int64_t iters) override;
+
+ private:
+  std::unique_ptr<LayerTimer> inner_;
+  MaxAcrossRanks max_;
 };
 
 struct LayerChoice {

@@ -1,8 +1,13 @@
 #include "runtime/fp8/layer_choice.h"
 
 #include <map>
+#include <thread>
+#include <vector>
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
+
+#include "runtime/comm/fake_communicator.h"
 
 namespace kp::fp8 {
 namespace {
@@ -98,6 +103,52 @@ TEST(LayerChooser, MeasuresEachDistinctShapeOnce) {
   }
   EXPECT_EQ(t.calls, 2);
   EXPECT_EQ(chooser.measurements(), 2);
+}
+
+
+// Two ranks whose own timings disagree (FP8 faster on rank 0, slower on rank
+// 1; or rank 1 unable to time) choose alike: both see the max of each side.
+std::vector<LayerChoice> ChooseOnTwoRanks(const std::vector<FakeTimer>& timers, const LinearShape& shape) {
+  comm::FakeWorld world(2, std::chrono::seconds(30));
+  std::vector<LayerChoice> choice(2);
+  std::vector<std::thread> ranks;
+  for (int r = 0; r < 2; ++r) {
+    ranks.emplace_back([&, r] {
+      auto comm = world.Join(r);
+      auto max = [&comm](std::vector<double>& v) -> absl::Status {
+        at::Tensor t = at::tensor(v, at::kDouble);
+        KP_RETURN_IF_ERROR(comm->AllReduce(t, comm::ReduceOp::kMax));
+        for (size_t i = 0; i < v.size(); ++i) v[i] = t[i].item<double>();
+        return absl::OkStatus();
+      };
+      AgreedLayerTimer timer(std::make_unique<FakeTimer>(timers[r]), max);
+      choice[r] = ChooseLayerPrecision(shape, WithTokens(shape.tokens), &timer);
+    });
+  }
+  for (auto& t : ranks) t.join();
+  return choice;
+}
+
+TEST(LayerChoice, RanksAgreeOnEveryLayer) {
+  const LinearShape shape{16384, 2048, 2048};
+  std::vector<FakeTimer> timers(2);
+  timers[0].times[shape] = {100.0, 90.0};   // FP8 wins here
+  timers[1].times[shape] = {104.0, 110.0};  // and loses there
+  std::vector<LayerChoice> c = ChooseOnTwoRanks(timers, shape);
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_FALSE(c[r].fp8) << "rank " << r;  // max: 104 vs 110
+    EXPECT_DOUBLE_EQ(c[r].timing.bf16_us, 104.0);
+    EXPECT_DOUBLE_EQ(c[r].timing.fp8_us, 110.0);
+  }
+  timers[1].times[shape] = {120.0, 95.0};  // FP8 wins on both: both keep it
+  c = ChooseOnTwoRanks(timers, shape);
+  EXPECT_TRUE(c[0].fp8 && c[1].fp8);
+
+  timers[1].times.clear();  // rank 1 cannot time: nobody runs FP8
+  c = ChooseOnTwoRanks(timers, shape);
+  EXPECT_FALSE(c[0].fp8);
+  EXPECT_FALSE(c[1].fp8);
+  EXPECT_NE(c[0].reason.find("another rank"), std::string::npos) << c[0].reason;
 }
 
 }  // namespace

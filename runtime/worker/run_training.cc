@@ -32,10 +32,12 @@
 #include "runtime/snapshot/worker_snapshots.h"
 #include "runtime/fp8/amax_sync.h"
 #include "runtime/fp8/fp8_linear.h"
+#include "runtime/fp8/metrics_sink.h"
 #include "runtime/fp8/options_yaml.h"
 #include "runtime/parallel/cp_engine_attention.h"
 #include "runtime/parallel/data_parallel.h"
 #include "runtime/parallel/mode_select.h"
+#include "runtime/parallel/parity_check.h"
 
 namespace kp::worker {
 namespace {
@@ -391,6 +393,19 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   // the guard flushes the logs and exits 75 itself.
   std::unique_ptr<fault::HangGuard> hang_guard;
   if (owned_comm) hang_guard = std::make_unique<fault::HangGuard>(owned_comm.get());
+  // FP8 layers are chosen at start-up by timing; with several ranks every
+  // rank must choose alike, so the timings are reduced across the world.
+  if (fp8_session && world_comm != nullptr && world_comm->size() > 1) {
+    fp8_session->SetTimingAgreement([world_comm, device](std::vector<double>& values) -> absl::Status {
+      at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::kFloat);
+      for (size_t i = 0; i < values.size(); ++i) t[i] = static_cast<float>(values[i]);
+      t = t.to(device);
+      KP_RETURN_IF_ERROR(world_comm->AllReduce(t, comm::ReduceOp::kMax));
+      t = t.cpu();
+      for (size_t i = 0; i < values.size(); ++i) values[i] = t[i].item<float>();
+      return absl::OkStatus();
+    });
+  }
   std::unique_ptr<comm::Communicator> cp_comm;
   std::shared_ptr<engine::Attention> attention = engine::MakeLocalAttention();
   if (cp > 1) {
@@ -398,6 +413,28 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     parallel::CpOptions cpo;
     KP_ASSIGN_OR_RETURN(cpo.mode, parallel::ParseCpMode(CpModeName(config.parallel.cp_mode)));
     attention = parallel::MakeContextParallelAttention(cp_comm.get(), cpo);
+    // Before any training: one attention layer at the model's head shapes,
+    // context-parallel and on one rank over the same small input; a
+    // mismatch refuses the job naming the tensor and error (parity_check.h).
+    // Under `auto` every mode the rule may pick is checked, since the pick
+    // depends on shapes the check does not share.
+    std::vector<parallel::CpMode> modes = {cpo.mode};
+    if (cpo.mode == parallel::CpMode::kAuto) {
+      modes = {parallel::CpMode::kRing, parallel::CpMode::kAllGather};
+      if (config.model.n_heads % cp == 0) modes.push_back(parallel::CpMode::kUlysses);
+    }
+    for (parallel::CpMode mode : modes) {
+      parallel::ParityConfig pc;
+      pc.options = cpo;
+      pc.options.mode = mode;
+      if (options.break_cp_merge_for_test) pc.options.merge = parallel::MergeMode::kBrokenForTesting;
+      pc.heads = config.model.n_heads;
+      pc.kv_heads = config.model.n_kv_heads;
+      pc.head_dim = config.model.head_dim();
+      pc.dtype = lctx.compute_dtype;
+      pc.device = device;
+      KP_RETURN_IF_ERROR(parallel::CheckCpParity(*cp_comm, pc));
+    }
   }
   auto model = std::make_shared<engine::Transformer>(config.model, *factory, lctx,
                                                      attention, t.activation_checkpointing);
@@ -511,6 +548,14 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   if (options.rank != 0) metrics_path.clear();
   KP_ASSIGN_OR_RETURN(auto metrics,
                       engine::MetricsLogger::Create(metrics_path, t.log_every, t.steps));
+  // FP8: each layer's amax, scale and underflows join the logged steps'
+  // metrics (rank 0, which writes them; every rank's scales agree).
+  engine::MetricsSink* metrics_sink = metrics.get();
+  std::unique_ptr<fp8::Fp8MetricsSink> fp8_metrics;
+  if (fp8_session && options.rank == 0) {
+    fp8_metrics = std::make_unique<fp8::Fp8MetricsSink>(metrics.get(), fp8_session, t.log_every, t.steps);
+    metrics_sink = fp8_metrics.get();
+  }
 
   engine::TrainLoopOptions lo;
   lo.start_step = start_step;
@@ -597,7 +642,7 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     data = snapshot_hook.get();
   }
   auto result = engine::TrainLoop(config, *model, optimizer, *data, *step_timer->sync(), checkpoints.get(),
-                                  *metrics, lo);
+                                  *metrics_sink, lo);
   if (profiled) KP_RETURN_IF_ERROR(profiled->Finish());
   if (checkpoints) {
     absl::Status saved = checkpoints->Wait();

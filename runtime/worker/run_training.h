@@ -70,6 +70,10 @@ struct RunOptions {
   // In-memory snapshots on agents (kp-train --snapshot_every,
   // --snapshot_target, --resume_snapshot; runtime/snapshot/).
   snapshot::WorkerSnapshotOptions snapshot;
+  // Tests only: the context-parallel parity self-check runs with a
+  // deliberately broken LSE merge, proving that a job whose CP attention
+  // disagrees with single-rank attention refuses to start.
+  bool break_cp_merge_for_test = false;
   // Tests only: called before every batch (in-process shrink tests record
   // the samples each rank consumed, and end a rank there).
   BatchHook on_batch;

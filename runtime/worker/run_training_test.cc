@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <thread>
 
 #include <ATen/ATen.h>
@@ -122,7 +123,8 @@ TEST(RunTrainingTest, TwoDataParallelRanksEqualOneProcess) {
 // Runs `config` on `world` in-process ranks (threads over the fake backend)
 // into run_dir; returns each rank's status.
 std::vector<absl::Status> RunRanks(const engine::Config& config, int world_size,
-                                   const std::string& run_dir) {
+                                   const std::string& run_dir,
+                                   const std::function<void(RunOptions&)>& adjust = {}) {
   comm::FakeWorld world(world_size, std::chrono::seconds(60));
   std::vector<absl::Status> status(world_size);
   std::vector<std::thread> ranks;
@@ -133,6 +135,7 @@ std::vector<absl::Status> RunRanks(const engine::Config& config, int world_size,
       o.rank = r;
       o.world_size = world_size;
       o.communicator = comm.get();
+      if (adjust) adjust(o);
       status[r] = RunTraining(config, o).status();
     });
   }
@@ -158,6 +161,23 @@ TEST(RunTrainingTest, ContextParallelEqualsWholeSequence) {
     double err = (t - b.at(name)).abs().max().item<double>();
     EXPECT_LT(err, 1e-4) << name;
   }
+}
+
+TEST(RunTrainingTest, ContextParallelJobRefusesToStartWhenParityFails) {
+  engine::Config c = SmallTiny();
+  c.training.steps = 2;
+  c.parallel.cp = 2;
+  c.parallel.cp_mode = engine::CpMode::kRing;
+  const std::string dir = TempDir("cp_parity");
+  const auto status = RunRanks(c, 2, dir, [](RunOptions& o) { o.break_cp_merge_for_test = true; });
+  for (const absl::Status& s : status) {
+    // Every rank refuses, before any step, naming the check and the mode.
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_NE(s.message().find("parity check failed"), std::string::npos) << s;
+    EXPECT_NE(s.message().find("mode ring"), std::string::npos) << s;
+  }
+  const std::string ckpts = dir + "/checkpoints";
+  EXPECT_TRUE(!std::filesystem::exists(ckpts) || std::filesystem::is_empty(ckpts)) << "trained anyway";
 }
 
 TEST(RunTrainingTest, BadInputNamesTheCause) {

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One device call (about 6-8 minutes on one H100/H200): the CP attention
+# benchmark, every GPU test binary of the bundle, and the FP8 convergence run.
+# Needs the bundle (tools/build_bundle.sh) carried along. Writes under $OUT
+# (at most 8 files come back from a device call, so logs are tarred):
+#   device.txt, cp_attention.jsonl (+ .err), cp_trace_kernels.jsonl, gpu_check.txt, gpulogs.tgz,
+#   conv.tgz (small_{bf16,fp8}.{jsonl,log}, fp8_convergence.png)
+# Usage: bench/device_verify.sh [cp|gpu|conv ...]   (default: all three)
+set -uo pipefail
+OUT="${OUT:-bench_out}"; mkdir -p "$OUT"
+parts=("$@"); [[ ${#parts[@]} -eq 0 ]] && parts=(cp gpu conv)
+nvidia-smi --query-gpu=name --format=csv,noheader | tee "$OUT/device.txt"
+for part in "${parts[@]}"; do
+  start=$SECONDS
+  case "$part" in
+    cp)
+      timeout 240 bundle/kp-env.sh cp_attention_bench --seqs 131072 --cps 2,8 --profile_trace /tmp/cptrace \
+        > "$OUT/cp_attention.jsonl" 2> "$OUT/cp_attention.err"
+      echo "cp_attention_bench rc=$?"
+      python3 - "$OUT/cp_attention.jsonl" <<'PY'
+import json, sys
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    eff = r.get("efficiency_vs_full")
+    print(f"  {r['impl']:30s} cp={r['cp']} {r['fwd_bwd_ms']:9.2f} ms" + (f"  eff {eff:.4f}" if eff else ""))
+PY
+      # Where the simulated split's time goes, against the one full call.
+      for t in /tmp/cptrace.*.json; do
+        python3 bench/trace_kernels.py "$t" --label "$(basename "$t" .json)"
+      done > "$OUT/cp_trace_kernels.jsonl"
+      grep -h '"class"\|total' "$OUT/cp_trace_kernels.jsonl"
+      ;;
+    gpu)
+      rm -rf /tmp/gpulogs
+      KP_LOG_DIR=/tmp/gpulogs timeout 300 bundle/gpu_check.sh > "$OUT/gpu_check.txt" 2>&1
+      echo "gpu_check rc=$?"
+      grep -E '^(PASS|FAIL|gpu_check)' "$OUT/gpu_check.txt"
+      tar czf "$OUT/gpulogs.tgz" -C /tmp gpulogs
+      ;;
+    conv)
+      rm -rf /tmp/conv
+      OUT=/tmp/conv bash bench/device_fp8_convergence.sh 2000
+      tar czf "$OUT/conv.tgz" -C /tmp conv
+      ;;
+    *) echo "unknown part $part" >&2; exit 2 ;;
+  esac
+  echo "[$part] $((SECONDS - start)) s"
+done
