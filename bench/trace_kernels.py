@@ -11,20 +11,15 @@ import collections
 import json
 import re
 
-CLASSES = [
-    ("attention", re.compile(r"flash|fmha|sdpa|attention|attn|cudnn_generated|cudnn", re.I)),
-    ("fold/merge", re.compile(r"Fold|Merge|lse", re.I)),
-    ("gemm", re.compile(r"gemm|nvjet|cutlass|xmma|cublas|sm90_", re.I)),
-    ("memcpy/memset", re.compile(r"^memcpy|^memset|Memcpy|Memset", re.I)),
-    ("copy/cat/cast", re.compile(r"copy|cat|to_|elementwise|CatArray|fill", re.I)),
-]
+import profile_breakdown
+
+# The step profile's classes (bench/profile_breakdown.py), with CP's folds and
+# merges apart from the rest of the element-wise work.
+FOLD = re.compile(r"Fold|Merge", re.I)
 
 
 def classify(name):
-    for cls, pattern in CLASSES:
-        if pattern.search(name):
-            return cls
-    return "other"
+    return "fold/merge" if FOLD.search(name) else profile_breakdown.classify(name)
 
 
 def main():

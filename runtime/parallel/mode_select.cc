@@ -98,8 +98,11 @@ absl::StatusOr<CpModeChoice> ChooseCpMode(const CpShape& s, const CpTopology& t,
   const double hops = n - 1;
 
   const double ring_fwd = hops * std::max(0.0, kv_local * e / bw - step_fwd_s);
-  const double ring_bwd = hops * std::max(0.0, kv_local * (e + kFp32Bytes) / bw - 2 * step_fwd_s) +
-                          kv_local * kFp32Bytes / bw;  // the last dK/dV hop home
+  // Backward: per step the K/V pass on and the previous step's dK/dV shares
+  // (K/V's dtype, at most a block) go to their owners, behind the step's
+  // backward compute; the last step's shares leave after it.
+  const double ring_bwd = hops * std::max(0.0, kv_local * 2 * e / bw - 2 * step_fwd_s) +
+                          kv_local * e / bw;
   c.ring_exposed_ms = (ring_fwd + ring_bwd) * 1e3;
   c.allgather_exposed_ms = hops * kv_local * (e + kFp32Bytes) / bw * 1e3;
   if (ulysses_ok) {

@@ -4,8 +4,9 @@
 // the communication time each mode cannot hide behind attention compute, and
 // takes the smallest (ties: ring, then all-gather, then Ulysses):
 //   ring:       K/V blocks (n_kv_heads wide) pass N-1 hops, each overlapped
-//               with one block of attention; dK/dV (fp32) travel back in the
-//               backward. Exposed: per hop, max(0, transfer - compute).
+//               with one block of attention; in the backward the K/V pass
+//               again and each rank's dK/dV shares (K/V's dtype) go to their
+//               owners. Exposed: per hop, max(0, transfer - compute).
 //   all-gather: K/V gathered once before attention, dK/dV (fp32)
 //               reduce-scattered after: (N-1)/N of the full K/V, not hidden.
 //   Ulysses:    four all-to-alls over heads each way (q, k, v, out / dout,

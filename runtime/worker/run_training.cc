@@ -332,7 +332,12 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
     }
     const fp8::Fp8DeviceInfo info =
         device.is_cuda() ? fp8::QueryCudaDevice(device.index()) : fp8::CpuDevice();
-    KP_ASSIGN_OR_RETURN(fp8_session, fp8::Fp8Session::Create(fo, info));
+    auto session = fp8::Fp8Session::Create(fo, info);
+    // FP8 asked of a device without it is permanent: exit 2, no restart.
+    if (absl::IsFailedPrecondition(session.status())) {
+      return absl::InvalidArgumentError(session.status().message());
+    }
+    KP_ASSIGN_OR_RETURN(fp8_session, std::move(session));
     fp8::RegisterFp8Linear(registry, fp8_session);
   }
   KP_ASSIGN_OR_RETURN(auto factory, registry.Make(engine::PrecisionName(config.precision)));
@@ -433,7 +438,10 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
       pc.head_dim = config.model.head_dim();
       pc.dtype = lctx.compute_dtype;
       pc.device = device;
-      KP_RETURN_IF_ERROR(parallel::CheckCpParity(*cp_comm, pc));
+      absl::Status parity = parallel::CheckCpParity(*cp_comm, pc);
+      // A mismatch is permanent (same code, same shapes): exit 2, no restart.
+      if (absl::IsFailedPrecondition(parity)) return absl::InvalidArgumentError(parity.message());
+      KP_RETURN_IF_ERROR(parity);
     }
   }
   auto model = std::make_shared<engine::Transformer>(config.model, *factory, lctx,

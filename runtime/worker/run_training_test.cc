@@ -172,7 +172,7 @@ TEST(RunTrainingTest, ContextParallelJobRefusesToStartWhenParityFails) {
   const auto status = RunRanks(c, 2, dir, [](RunOptions& o) { o.break_cp_merge_for_test = true; });
   for (const absl::Status& s : status) {
     // Every rank refuses, before any step, naming the check and the mode.
-    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;  // exit 2: no restart
     EXPECT_NE(s.message().find("parity check failed"), std::string::npos) << s;
     EXPECT_NE(s.message().find("mode ring"), std::string::npos) << s;
   }
@@ -217,6 +217,8 @@ TEST(RunTrainingTest, BadInputNamesTheCause) {
   fp8.precision = engine::Precision::kFp8;
   r = RunTraining(fp8, Options(TempDir("bad5")));
   ASSERT_FALSE(r.ok());
+  // Permanent (exit 2): a restart on the same device cannot fix it.
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
   EXPECT_NE(absl::AsciiStrToLower(r.status().message()).find("fp8"), std::string::npos)
       << r.status();
 
