@@ -5,7 +5,7 @@
 # (at most 8 files come back from a device call, so logs are tarred):
 #   device.txt, cp_attention.jsonl (+ .err), cp_trace_kernels.jsonl, gpu_check.txt, gpulogs.tgz,
 #   conv.tgz (small_{bf16,fp8}.{jsonl,log}, fp8_convergence.png)
-# Usage: bench/device_verify.sh [cp|gpu|conv ...]   (default: all three)
+# Usage: [GPU_FILTERS="a b"] bench/device_verify.sh [cp|gpu|conv ...]   (default: all three)
 set -uo pipefail
 OUT="${OUT:-bench_out}"; mkdir -p "$OUT"
 parts=("$@"); [[ ${#parts[@]} -eq 0 ]] && parts=(cp gpu conv)
@@ -31,9 +31,15 @@ PY
       grep -h '"class"\|total' "$OUT/cp_trace_kernels.jsonl"
       ;;
     gpu)
+      # GPU_FILTERS="fold cp_gpu ...": only the test binaries whose names
+      # contain one of these (a short call); default every one.
       rm -rf /tmp/gpulogs
-      KP_LOG_DIR=/tmp/gpulogs timeout 300 bundle/gpu_check.sh > "$OUT/gpu_check.txt" 2>&1
-      echo "gpu_check rc=$?"
+      read -r -a filters <<< "${GPU_FILTERS:-}"
+      [[ ${#filters[@]} -eq 0 ]] && filters=("")
+      for filter in "${filters[@]}"; do
+        KP_LOG_DIR=/tmp/gpulogs timeout 300 bundle/gpu_check.sh "$filter" >> "$OUT/gpu_check.txt" 2>&1
+        echo "gpu_check $filter rc=$?"
+      done
       grep -E '^(PASS|FAIL|gpu_check)' "$OUT/gpu_check.txt"
       tar czf "$OUT/gpulogs.tgz" -C /tmp gpulogs
       ;;

@@ -114,7 +114,10 @@ absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
     // synchronised gradient norm, so every rank decides the same way.
     at::Tensor grad_norm_t = GlobalGradNorm(optimizer.parameters());
     const double grad_norm = grad_norm_t.item<double>();
-    const double loss = loss_sum.item<double>() / static_cast<double>(layout.grad_accum);
+    double loss = loss_sum.item<double>() / static_cast<double>(layout.grad_accum);
+    if (options.mean_loss_across_ranks) {
+      KP_ASSIGN_OR_RETURN(loss, options.mean_loss_across_ranks(loss));
+    }
     const bool finite = std::isfinite(grad_norm) && std::isfinite(loss);
     if (!finite && t.nan_policy == NanPolicy::kStop) {
       return absl::InternalError(absl::StrCat(

@@ -9,6 +9,7 @@
 #define KP_RUNTIME_ENGINE_TRAIN_LOOP_H_
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -82,6 +83,12 @@ struct TrainLoopOptions {
   int cp_size = 1;
   double peak_flops = 0;    // per device; 0: MFU reported as 0 (devices = dp * cp)
   DpRecovery* recovery = nullptr;  // not owned; null: a failed step ends the run
+  // The step's loss averaged over every rank holding part of the global batch
+  // (dp replicas and the cp shards of each sequence: equal token counts, so
+  // the mean of their means is the global mean). Null: this rank's own loss,
+  // which under cp > 1 is the loss of its shard alone. The NaN policy and the
+  // metrics then see the same number on every rank.
+  std::function<absl::StatusOr<double>(double)> mean_loss_across_ranks;
 };
 
 struct TrainResult {

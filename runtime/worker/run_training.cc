@@ -573,6 +573,13 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   lo.cp_rank = cp_rank;
   lo.cp_size = cp;
   lo.peak_flops = engine::PeakFlops(device, low_precision);
+  if (world_comm != nullptr && world_comm->size() > 1) {
+    lo.mean_loss_across_ranks = [world_comm, device](double loss) -> absl::StatusOr<double> {
+      at::Tensor t = at::full({1}, loss, at::TensorOptions().dtype(at::kDouble)).to(device);
+      KP_RETURN_IF_ERROR(world_comm->AllReduce(t, comm::ReduceOp::kSum));
+      return t.cpu().item<double>() / world_comm->size();
+    };
+  }
   engine::ResetPeakMemory(device);
   if (start_step >= lo.end_step) {
     engine::TrainResult done;

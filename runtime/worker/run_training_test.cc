@@ -121,10 +121,13 @@ TEST(RunTrainingTest, TwoDataParallelRanksEqualOneProcess) {
 }
 
 // Runs `config` on `world` in-process ranks (threads over the fake backend)
-// into run_dir; returns each rank's status.
+// into run_dir; returns each rank's status (and, with `results`, each rank's
+// TrainResult where it finished).
 std::vector<absl::Status> RunRanks(const engine::Config& config, int world_size,
                                    const std::string& run_dir,
-                                   const std::function<void(RunOptions&)>& adjust = {}) {
+                                   const std::function<void(RunOptions&)>& adjust = {},
+                                   std::vector<engine::TrainResult>* results = nullptr) {
+  if (results != nullptr) results->assign(world_size, engine::TrainResult{});
   comm::FakeWorld world(world_size, std::chrono::seconds(60));
   std::vector<absl::Status> status(world_size);
   std::vector<std::thread> ranks;
@@ -136,7 +139,9 @@ std::vector<absl::Status> RunRanks(const engine::Config& config, int world_size,
       o.world_size = world_size;
       o.communicator = comm.get();
       if (adjust) adjust(o);
-      status[r] = RunTraining(config, o).status();
+      auto result = RunTraining(config, o);
+      status[r] = result.status();
+      if (result.ok() && results != nullptr) (*results)[r] = *result;
     });
   }
   for (auto& t : ranks) t.join();
@@ -152,8 +157,17 @@ TEST(RunTrainingTest, ContextParallelEqualsWholeSequence) {
   // Recomputation repeats the ring exchange in backward: checked here too.
   sharded.training.activation_checkpointing = engine::ActivationCheckpointing::kFull;
   const std::string single = TempDir("cp1"), dual = TempDir("cp2");
-  ASSERT_TRUE(RunTraining(whole, Options(single)).ok());
-  for (const absl::Status& s : RunRanks(sharded, 2, dual)) ASSERT_TRUE(s.ok()) << s;
+  auto one = RunTraining(whole, Options(single));
+  ASSERT_TRUE(one.ok()) << one.status();
+  std::vector<engine::TrainResult> two;
+  for (const absl::Status& s : RunRanks(sharded, 2, dual, {}, &two)) ASSERT_TRUE(s.ok()) << s;
+  // Each rank reports the loss of the whole sequence (its shard's loss
+  // averaged with the other's), not the loss of its own half.
+  ASSERT_EQ(one->losses.size(), 3u);
+  for (int r = 0; r < 2; ++r) {
+    ASSERT_EQ(two[r].losses.size(), 3u);
+    for (int i = 0; i < 3; ++i) EXPECT_NEAR(two[r].losses[i], one->losses[i], 1e-5) << "rank " << r << " step " << i;
+  }
   // Same tokens and the same global loss; attention merged across ranks in
   // float32 and gradients summed in another order: float tolerance.
   ckpt::TensorMap a = FinalModel(single), b = FinalModel(dual);
