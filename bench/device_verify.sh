@@ -5,7 +5,9 @@
 # (at most 8 files come back from a device call, so logs are tarred):
 #   device.txt, cp_attention.jsonl (+ .err), cp_trace_kernels.jsonl, gpu_check.txt, gpulogs.tgz,
 #   conv.tgz (small_{bf16,fp8}.{jsonl,log}, fp8_convergence.png)
-# Usage: [GPU_FILTERS="a b"] bench/device_verify.sh [cp|gpu|conv ...]   (default: all three)
+#   eng.tgz (bench/device_engine.sh without PyTorch), fp8_bench.jsonl
+# Usage: [GPU_FILTERS="a b"] bench/device_verify.sh [cp|gpu|conv|eng|fp8bench ...]
+#        (default: cp gpu conv)
 set -uo pipefail
 OUT="${OUT:-bench_out}"; mkdir -p "$OUT"
 parts=("$@"); [[ ${#parts[@]} -eq 0 ]] && parts=(cp gpu conv)
@@ -47,6 +49,18 @@ PY
       rm -rf /tmp/conv
       OUT=/tmp/conv bash bench/device_fp8_convergence.sh 2000
       tar czf "$OUT/conv.tgz" -C /tmp conv
+      ;;
+    eng)
+      # kp BF16 / FP8 / FP8 with the LM head, 25 steps each, profiled
+      # (PyTorch's side of the engine comparison is not rerun here).
+      rm -rf /tmp/eng
+      SKIP_PYTORCH=1 PROFILE=1 OUT=/tmp/eng timeout 420 bash bench/device_engine.sh 20
+      tar czf "$OUT/eng.tgz" -C /tmp eng
+      ;;
+    fp8bench)
+      timeout 240 bundle/kp-env.sh fp8_bench > "$OUT/fp8_bench.jsonl" 2> "$OUT/fp8_bench.err"
+      echo "fp8_bench rc=$?"
+      grep -h '"name"' "$OUT/fp8_bench.jsonl" | cut -c1-200 | head -30
       ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac
