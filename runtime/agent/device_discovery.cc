@@ -74,6 +74,10 @@ absl::StatusOr<std::vector<v1::Device>> ParseNvidiaSmiCsv(const std::string& csv
     d.set_kind(v1::DEVICE_KIND_CUDA);
     d.set_model(Trim(f[1]));
     d.set_pci_bus_id(Trim(f[3]));
+    if (f.size() >= 5) {
+      const std::string cc = Trim(f[4]);
+      if (!cc.empty() && cc != "[N/A]") d.set_compute_capability(cc);
+    }
     out.push_back(std::move(d));
   }
   return out;
@@ -126,6 +130,7 @@ std::vector<v1::Device> CpuSlots(int n) {
 absl::StatusOr<std::vector<v1::Device>> DiscoverDevices(int cpu_slots) {
   if (cpu_slots > 0) return CpuSlots(cpu_slots);
   auto csv = RunCommand(kNvidiaSmiQuery);
+  if (!csv.ok()) csv = RunCommand(kNvidiaSmiQueryOld);
   if (!csv.ok()) {
     return absl::FailedPreconditionError("no GPUs found (" + std::string(csv.status().message()) +
                                          "); pass --cpu_slots N for CPU workers");

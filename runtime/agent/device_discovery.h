@@ -15,10 +15,14 @@ namespace kp::agent {
 
 // The query the parser expects.
 inline constexpr char kNvidiaSmiQuery[] =
+    "nvidia-smi --query-gpu=index,name,memory.total,pci.bus_id,compute_cap --format=csv,noheader,nounits";
+// Drivers older than 510 know no compute_cap field and refuse the query.
+inline constexpr char kNvidiaSmiQueryOld[] =
     "nvidia-smi --query-gpu=index,name,memory.total,pci.bus_id --format=csv,noheader,nounits";
 
-// Parses `kNvidiaSmiQuery` output: "0, NVIDIA H200, 143771, 00000000:18:00.0"
-// per line, memory in MiB.
+// Parses `kNvidiaSmiQuery` output: "0, NVIDIA H200, 143771, 00000000:18:00.0, 9.0"
+// per line, memory in MiB; the compute capability is optional ([N/A] or
+// absent: left empty).
 absl::StatusOr<std::vector<v1::Device>> ParseNvidiaSmiCsv(const std::string& csv);
 
 // Fills nvlink_peers from `nvidia-smi topo -m`: a cell "NV<k>" in row GPUi,

@@ -23,6 +23,23 @@ constexpr char kTopo[] =
     "  X    = Self\n"
     "  NV#  = Connection traversing a bonded set of # NVLinks\n";
 
+TEST(DeviceDiscovery, ParsesComputeCapabilityWhereGiven) {
+  // The query with compute_cap (drivers >= 510), and an older GPU.
+  auto d = ParseNvidiaSmiCsv("0, NVIDIA H100 80GB HBM3, 81559, 00000000:19:00.0, 9.0\n"
+                             "1, NVIDIA A100-SXM4-80GB, 81920, 00000000:2A:00.0, 8.0\n"
+                             "2, Tesla V100, 16384, 00000000:3B:00.0, [N/A]\n");
+  ASSERT_TRUE(d.ok()) << d.status();
+  ASSERT_EQ(d->size(), 3u);
+  EXPECT_EQ((*d)[0].compute_capability(), "9.0");
+  EXPECT_EQ((*d)[1].compute_capability(), "8.0");
+  EXPECT_EQ((*d)[2].compute_capability(), "");
+  EXPECT_EQ((*d)[0].pci_bus_id(), "00000000:19:00.0");
+  // The old four-field query still parses, capability unknown.
+  auto old = ParseNvidiaSmiCsv(kCsv);
+  ASSERT_TRUE(old.ok());
+  EXPECT_EQ((*old)[0].compute_capability(), "");
+}
+
 TEST(DeviceDiscovery, ParsesNvidiaSmiCsv) {
   auto d = ParseNvidiaSmiCsv(kCsv);
   ASSERT_TRUE(d.ok()) << d.status();

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <sstream>
 
+#include "runtime/coordinator/fp8_devices.h"
 #include "runtime/coordinator/scheduler.h"
 #include "runtime/snapshot/resume_plan.h"
 
@@ -205,8 +206,17 @@ void Coordinator::EndGeneration(JobEntry& entry) {
 
 absl::StatusOr<v1::JobStatus> Coordinator::SubmitJob(const v1::JobSpec& spec) {
   KP_RETURN_IF_ERROR(ValidateJobSpec(spec, options_.roots));
+  const bool fp8_fallback =
+      spec.precision() == v1::PRECISION_FP8 && Fp8FallbackAllowed(spec, options_.roots);
   std::lock_guard<std::mutex> lock(mu_);
   if (shutdown_) return absl::UnavailableError("coordinator shutting down");
+  {
+    // FP8 on a cluster with no device able to run it fails here, naming the
+    // devices, rather than in every worker after placement.
+    std::vector<v1::AgentStatus> agents;
+    for (const auto& [id, a] : agents_) agents.push_back(a.status);
+    KP_RETURN_IF_ERROR(CheckFp8Devices(spec, fp8_fallback, agents));
+  }
   const int64_t seq = next_job_sequence_++;
   char id[32];
   std::snprintf(id, sizeof(id), "j%06lld", static_cast<long long>(seq));

@@ -73,6 +73,45 @@ class CoordinatorTest : public ::testing::Test {
   std::unique_ptr<Coordinator> c_;
 };
 
+// An FP8 job on a cluster of CPU slots and pre-Ada GPUs is refused at
+// submission, naming the devices; with fallback allowed, or once an FP8 GPU
+// has registered, it is accepted.
+TEST_F(CoordinatorTest, Fp8JobWithoutFp8DevicesIsRefusedAtSubmission) {
+  v1::AgentInfo cpu;
+  cpu.set_agent_id("cpu-node");
+  for (int i = 0; i < 2; ++i) {
+    auto* d = cpu.add_devices();
+    d->set_index(i);
+    d->set_kind(v1::DEVICE_KIND_CPU);
+  }
+  v1::AgentInfo a100 = Agent("a100-node", 1);
+  a100.mutable_devices(0)->set_model("NVIDIA A100-SXM4-80GB");
+  a100.mutable_devices(0)->set_compute_capability("8.0");
+  ASSERT_TRUE(c_->RegisterAgent(cpu).ok());
+  ASSERT_TRUE(c_->RegisterAgent(a100).ok());
+  v1::JobSpec fp8 = Spec("f", 1, 1);
+  fp8.set_precision(v1::PRECISION_FP8);
+  auto refused = c_->SubmitJob(fp8);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  const std::string msg(refused.status().message());
+  EXPECT_NE(msg.find("spec.precision"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("cpu-node: 2 CPU slots"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("a100-node: 1 x NVIDIA A100-SXM4-80GB (8.0)"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("fp8.allow_fallback"), std::string::npos) << msg;
+  EXPECT_TRUE(c_->ListJobs({}).empty()) << "a refused job must not be stored";
+
+  v1::JobSpec fallback = fp8;
+  fallback.set_config_yaml("model: {}\nfp8:\n  allow_fallback: true\n");
+  EXPECT_TRUE(c_->SubmitJob(fallback).ok());
+  EXPECT_TRUE(c_->SubmitJob(Spec("bf16", 1, 1)).ok());  // other precisions are not checked
+
+  v1::AgentInfo h100 = Agent("h100-node", 1);
+  h100.mutable_devices(0)->set_compute_capability("9.0");
+  ASSERT_TRUE(c_->RegisterAgent(h100).ok());
+  EXPECT_TRUE(c_->SubmitJob(fp8).ok());
+}
+
 TEST_F(CoordinatorTest, JobWaitsForDevicesThenRunsToCompletion) {
   auto job = c_->SubmitJob(Spec("a", 2, 1));
   ASSERT_TRUE(job.ok()) << job.status();
