@@ -5,8 +5,9 @@
 # (at most 8 files come back from a device call, so logs are tarred):
 #   device.txt, cp_attention.jsonl (+ .err), cp_trace_kernels.jsonl, gpu_check.txt, gpulogs.tgz,
 #   conv.tgz (small_{bf16,fp8}.{jsonl,log}, fp8_convergence.png)
-#   eng.tgz (bench/device_engine.sh without PyTorch), fp8_bench.jsonl
-# Usage: [GPU_FILTERS="a b"] bench/device_verify.sh [cp|gpu|conv|eng|fp8bench ...]
+#   eng.tgz (bench/device_engine.sh without PyTorch), fp8_bench.jsonl,
+#   cp_train_one_gpu.txt (cptrain: CP = 2 training, two processes on this GPU)
+# Usage: [GPU_FILTERS="a b"] bench/device_verify.sh [cp|gpu|conv|eng|fp8bench|cptrain ...]
 #        (default: cp gpu conv)
 set -uo pipefail
 OUT="${OUT:-bench_out}"; mkdir -p "$OUT"
@@ -61,6 +62,17 @@ PY
       timeout 240 bundle/kp-env.sh fp8_bench > "$OUT/fp8_bench.jsonl" 2> "$OUT/fp8_bench.err"
       echo "fp8_bench rc=$?"
       grep -h '"name"' "$OUT/fp8_bench.jsonl" | cut -c1-200 | head -30
+      ;;
+    cptrain)
+      # CP = 2 training as two processes sharing this GPU (Gloo through host
+      # memory) against CP = 1, BF16: runtime/worker/cp_two_process_test.sh.
+      printf '#!/usr/bin/env bash\nexec %s/bundle/kp-env.sh kp-train "$@"\n' "$PWD" > /tmp/kp-train
+      chmod +x /tmp/kp-train
+      sed 's/^precision:.*/precision: bf16/' configs/tiny.yaml > /tmp/tiny_bf16.yaml
+      rm -rf /tmp/cptrain; mkdir -p /tmp/cptrain
+      TEST_TMPDIR=/tmp/cptrain timeout 300 bash runtime/worker/cp_two_process_test.sh /tmp/kp-train \
+        /tmp/tiny_bf16.yaml cuda 6 > "$OUT/cp_train_one_gpu.txt" 2>&1
+      echo "cp_two_process_test (cuda) rc=$?"; tail -n 12 "$OUT/cp_train_one_gpu.txt"
       ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac

@@ -45,6 +45,10 @@ int main(int argc, char** argv) {
   app.add_flag("--allow_schedule_change", o.allow_schedule_change,
                "with --resume: accept a learning-rate schedule (steps, lr, warmup) other than the checkpoint's");
   app.add_option("--comm_timeout_ms", o.comm_timeout_ms, "collective timeout (0: the backend's default)");
+  app.add_option("--comm_backend", o.comm_backend,
+                 "nccl | gloo (default: nccl on CUDA, gloo on CPU); gloo on CUDA stages every "
+                 "transfer through host memory, so several ranks can share one GPU (tests)")
+      ->check(CLI::IsMember({"", "nccl", "gloo"}));
   app.add_option("--profile_steps", o.profile_steps, "profile steps A..B-1 ('A:B') into a Chrome trace");
   app.add_option("--profile_trace", o.profile_trace, "trace path (default run_dir/profile_rank<r>.json)");
   app.add_option("--threads", o.threads, "CPU intra-op threads (default 1; 0: one per core)");

@@ -38,6 +38,7 @@
 #include "runtime/parallel/data_parallel.h"
 #include "runtime/parallel/mode_select.h"
 #include "runtime/parallel/parity_check.h"
+#include "runtime/comm/host_staged.h"
 
 namespace kp::worker {
 namespace {
@@ -367,9 +368,21 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
       co.cuda_device = device.is_cuda() ? device.index() : -1;
       co.shrinkable = config.fault.in_process_shrink;
       if (options.comm_timeout_ms > 0) co.timeout = std::chrono::milliseconds(options.comm_timeout_ms);
-      KP_ASSIGN_OR_RETURN(owned_comm, comm::CreateCommunicator(device.is_cuda() ? "nccl" : "gloo",
-                                                               options.rank, options.world_size,
-                                                               *store, co));
+      const std::string backend =
+          !options.comm_backend.empty() ? options.comm_backend : (device.is_cuda() ? "nccl" : "gloo");
+      if (backend != "nccl" && backend != "gloo") {
+        return absl::InvalidArgumentError(absl::StrCat("--comm_backend: unknown backend '", backend,
+                                                       "' (nccl or gloo)"));
+      }
+      if (backend == "nccl" && !device.is_cuda()) {
+        return absl::InvalidArgumentError("--comm_backend nccl needs --device cuda");
+      }
+      if (backend == "gloo") co.cuda_device = -1;
+      KP_ASSIGN_OR_RETURN(owned_comm, comm::CreateCommunicator(backend, options.rank,
+                                                               options.world_size, *store, co));
+      // Gloo takes host tensors: a CUDA run stages its transfers (several
+      // ranks on one GPU; NCCL refuses that).
+      if (backend == "gloo" && device.is_cuda()) owned_comm = comm::MakeHostStaged(std::move(owned_comm));
       if (config.fault.in_process_shrink) {
         // Everything below holds this pointer, which survives a re-formation.
         auto reformable = std::make_unique<comm::ReformableCommunicator>(std::move(owned_comm),

@@ -58,6 +58,10 @@ struct RunOptions {
   // peer ends the run with DEADLINE_EXCEEDED, exit code 75); 0: the
   // backend's default (5 minutes).
   int64_t comm_timeout_ms = 0;
+  // "nccl" or "gloo"; empty: nccl on CUDA, gloo on CPU. gloo on CUDA copies
+  // every transfer through host memory (comm/host_staged.h): several ranks
+  // on one GPU, as separate processes, for checking multi-rank logic there.
+  std::string comm_backend;
   // Profile steps [profile_steps) ("A:B" or "A"; empty: off) and write a
   // Chrome trace to profile_trace (worker/profile/step_profiler.h).
   std::string profile_steps;
