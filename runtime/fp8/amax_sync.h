@@ -12,8 +12,9 @@
 
 namespace kp::fp8 {
 
-// Max-reduces this step's amax (history column 0, all roles) of every FP8
-// layer of `session` over `comm`. Call on every rank after the backward pass
+// Max-reduces the amax history (all columns, all roles; this step's amax is
+// column 0, and with grad_accum > 1 its earlier micro-batches' are the next
+// columns) of every FP8 layer of `session` over `comm`. Call on every rank after the backward pass
 // and before the next forward (e.g. beside the gradient all-reduce). Layers
 // must be created in the same order on every rank (the model's order).
 absl::Status AllReduceAmax(Fp8Session& session, comm::Communicator& comm);
