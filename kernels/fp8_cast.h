@@ -49,8 +49,9 @@ struct Fp8CastArgs {
 
   // Optional outputs (device pointers). Unless `accumulate` is set, the
   // launch zeroes amax_out and underflow_out first; with it they keep growing
-  // (the delayed recipe's history slot collects the max over every cast of a
-  // step: micro-batches, recomputation).
+  // (the delayed recipe's history slot collects the max over every cast
+  // between two updates: a forward, its recomputation and its backward; the
+  // slot rolls once per micro-batch).
   bool accumulate = false;
   float* amax_out = nullptr;                  // max |input| (NaN ignored)
   unsigned long long* underflow_out = nullptr;  // nonzero inputs cast to ±0
