@@ -12,6 +12,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <chrono>
 #include <thread>
 
 #include "launcher/client.h"
@@ -141,6 +142,15 @@ class LocalLauncher final : public Launcher {
     std::thread agent_thread([&] { agent_status = agent.Run(&stop_agent); });
 
     KP_ASSIGN_OR_RETURN(auto client, CoordinatorClient::Connect({server->address(), token, "", 10000}));
+    // Submit once the agent has registered, so that submission checks that
+    // read the cluster's devices (an FP8 job on a machine without FP8) see
+    // this machine's. The agent registers within milliseconds; after 10 s
+    // the job goes in anyway and the worker's own checks apply.
+    for (int i = 0; i < 200; ++i) {
+      auto agents = client->ListAgents();
+      if (agents.ok() && !agents->empty()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
     auto job = client->Submit(o.spec);
     if (!job.ok()) {
       stop_agent = true;

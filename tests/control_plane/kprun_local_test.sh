@@ -42,6 +42,21 @@ rc=$?
 [ $rc -eq 2 ] || fail "too few devices exited $rc"
 grep -q "needs dp\*cp = 2 devices, this machine offers 1" out.txt || fail "device shortage not explained"
 
+# FP8 on a machine of CPU slots is refused at submission, naming why, before
+# any worker starts; with the config's fallback it is accepted.
+printf 'name: f\nmodel: {}\nprecision: fp8\nsteps: 3\n' > fp8.yaml
+"$KPRUN" local fp8.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
+rc=$?
+[ $rc -eq 2 ] || fail "fp8 on CPU slots exited $rc"
+grep -q "spec.precision: fp8 needs GPUs of compute capability >= 8.9" out.txt || fail "fp8 refusal not explained"
+grep -q "local: 1 CPU slot" out.txt || fail "fp8 refusal does not name the devices"
+[ ! -d runs/f-j000001 ] || fail "a worker ran for the refused fp8 job"
+mkdir -p fb && printf 'layers: 2\nfp8:\n  allow_fallback: true\n' > fb/cfg.yaml
+printf 'name: fb\nconfig: fb/cfg.yaml\nprecision: fp8\nsteps: 3\n' > fp8fb.yaml
+"$KPRUN" local fp8fb.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
+rc=$?
+[ $rc -eq 0 ] || fail "fp8 with fallback exited $rc"
+
 # Ctrl-C cancels the job, stops the workers and exits 3.
 mkdir -p hang && printf 'layers: 1\nfake_hang: true\n' > hang/cfg.yaml
 printf 'name: hang\nconfig: hang/cfg.yaml\ndp: 2\nsteps: 1\n' > hang.yaml
