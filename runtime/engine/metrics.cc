@@ -1,5 +1,7 @@
 #include "runtime/engine/metrics.h"
 
+#include <algorithm>
+
 #include <cmath>
 
 #include <nlohmann/json.hpp>
@@ -28,6 +30,10 @@ absl::StatusOr<std::unique_ptr<MetricsLogger>> MetricsLogger::Create(const std::
   return logger;
 }
 
+bool IsLoggedStep(int64_t step, int64_t every, int64_t total_steps) {
+  return step % std::max<int64_t>(every, 1) == 0 || step + 1 == total_steps;
+}
+
 void MetricsLogger::OnStep(const StepMetrics& m) {
   if (out_.is_open()) {
     // JSON has no NaN: a skipped step's non-finite values are written as null.
@@ -50,7 +56,7 @@ void MetricsLogger::OnStep(const StepMetrics& m) {
                  m.grad_norm);
     return;
   }
-  if (m.step % log_every_ == 0 || m.step + 1 == total_steps_) {
+  if (IsLoggedStep(m.step, log_every_, total_steps_)) {
     spdlog::info("step {:>6}/{} | loss {:.4f} | lr {:.2e} | grad {:.3f} | {:.0f} tok/s | mfu {:.1f}% | mem {:.0f} MiB | {:.3f} s",
                  m.step + 1, total_steps_, m.loss, m.lr, m.grad_norm, m.tokens_per_s,
                  100.0 * m.mfu, static_cast<double>(m.peak_mem_bytes) / (1 << 20), m.time_s);

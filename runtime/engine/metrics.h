@@ -40,6 +40,11 @@ struct StepMetrics {
 double TrainingFlopsPerToken(const ModelConfig& model, int64_t non_embedding_params,
                              int64_t seq_len);
 
+// The steps that log a progress line, and on which decorating sinks add
+// their more expensive keys: every `every` steps from the first (every < 1
+// counts as 1), and the last.
+bool IsLoggedStep(int64_t step, int64_t every, int64_t total_steps);
+
 class MetricsSink {
  public:
   virtual ~MetricsSink() = default;

@@ -1,26 +1,19 @@
 #include "runtime/fp8/metrics_sink.h"
 
-#include <algorithm>
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/fp8/layer_state.h"
 #include "runtime/fp8/log.h"
 
 namespace kp::fp8 {
-namespace {
-
-constexpr const char* kRoleNames[kNumRoles] = {"x", "w", "grad"};
-
-}  // namespace
 
 Fp8MetricsSink::Fp8MetricsSink(engine::MetricsSink* inner, std::shared_ptr<Fp8Session> session,
                                int64_t every, int64_t total_steps)
-    : inner_(inner), session_(std::move(session)), every_(std::max<int64_t>(every, 1)),
-      total_steps_(total_steps) {}
+    : inner_(inner), session_(std::move(session)), every_(every), total_steps_(total_steps) {}
 
 void Fp8MetricsSink::OnStep(const engine::StepMetrics& m) {
-  const bool due = m.step % every_ == 0 || m.step + 1 == total_steps_;
-  if (!due || !session_) {
+  if (!engine::IsLoggedStep(m.step, every_, total_steps_) || !session_) {
     inner_->OnStep(m);
     return;
   }
@@ -33,11 +26,11 @@ void Fp8MetricsSink::OnStep(const engine::StepMetrics& m) {
     if (!l.fp8) continue;
     ++layers;
     int64_t layer_underflow = 0;
+    const std::string key = absl::StrCat("fp8.", l.name, ".");
     for (int r = 0; r < kNumRoles; ++r) {
-      const std::string key = absl::StrCat("fp8.", l.name, ".");
-      out.extra.emplace_back(absl::StrCat(key, "amax_", kRoleNames[r]), l.amax[r]);
-      out.extra.emplace_back(absl::StrCat(key, "scale_", kRoleNames[r]), l.scale[r]);
-      out.extra.emplace_back(absl::StrCat(key, "underflow_", kRoleNames[r]),
+      out.extra.emplace_back(absl::StrCat(key, "amax_", RoleName(r)), l.amax[r]);
+      out.extra.emplace_back(absl::StrCat(key, "scale_", RoleName(r)), l.scale[r]);
+      out.extra.emplace_back(absl::StrCat(key, "underflow_", RoleName(r)),
                              static_cast<double>(l.underflow[r]));
       layer_underflow += l.underflow[r];
     }
