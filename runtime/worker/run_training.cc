@@ -39,6 +39,7 @@
 #include "runtime/parallel/mode_select.h"
 #include "runtime/parallel/parity_check.h"
 #include "runtime/comm/host_staged.h"
+#include "runtime/comm/reduce_values.h"
 
 namespace kp::worker {
 namespace {
@@ -414,14 +415,8 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   // FP8 layers are chosen at start-up by timing; with several ranks every
   // rank must choose alike, so the timings are reduced across the world.
   if (fp8_session && world_comm != nullptr && world_comm->size() > 1) {
-    fp8_session->SetTimingAgreement([world_comm, device](std::vector<double>& values) -> absl::Status {
-      at::Tensor t = at::empty({static_cast<int64_t>(values.size())}, at::kFloat);
-      for (size_t i = 0; i < values.size(); ++i) t[i] = static_cast<float>(values[i]);
-      t = t.to(device);
-      KP_RETURN_IF_ERROR(world_comm->AllReduce(t, comm::ReduceOp::kMax));
-      t = t.cpu();
-      for (size_t i = 0; i < values.size(); ++i) values[i] = t[i].item<float>();
-      return absl::OkStatus();
+    fp8_session->SetTimingAgreement([world_comm, device](std::vector<double>& values) {
+      return comm::AllReduceValues(*world_comm, values, comm::ReduceOp::kMax, device);
     });
   }
   std::unique_ptr<comm::Communicator> cp_comm;
@@ -588,9 +583,9 @@ absl::StatusOr<engine::TrainResult> RunTraining(const Config& input, const RunOp
   lo.peak_flops = engine::PeakFlops(device, low_precision);
   if (world_comm != nullptr && world_comm->size() > 1) {
     lo.mean_loss_across_ranks = [world_comm, device](double loss) -> absl::StatusOr<double> {
-      at::Tensor t = at::full({1}, loss, at::TensorOptions().dtype(at::kDouble)).to(device);
-      KP_RETURN_IF_ERROR(world_comm->AllReduce(t, comm::ReduceOp::kSum));
-      return t.cpu().item<double>() / world_comm->size();
+      std::vector<double> sum = {loss};
+      KP_RETURN_IF_ERROR(comm::AllReduceValues(*world_comm, sum, comm::ReduceOp::kSum, device));
+      return sum[0] / world_comm->size();
     };
   }
   engine::ResetPeakMemory(device);
