@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "runtime/comm/log.h"
+#include "runtime/comm/reduce_values.h"
 
 namespace kp::parallel {
 
@@ -267,21 +268,19 @@ absl::Status ShrinkRecovery::CheckSurvivorsAgree(int64_t step) {
                                static_cast<uint64_t>(flat.view(as).to(at::kLong).sum().item<int64_t>()));
   }
   sum &= INT64_MAX;  // 63 bits: its negation never overflows
-  at::Tensor t = at::tensor({step, -step, sum, -sum}, at::kLong);
-  if (!options_.params.empty() && options_.params.front().is_cuda()) {
-    t = t.to(options_.params.front().device());
-  }
-  KP_RETURN_IF_ERROR(comm_->AllReduce(t, comm::ReduceOp::kMax));
-  t = t.cpu();
-  auto a = t.accessor<int64_t, 1>();
-  if (a[0] != -a[1]) {
+  // {step, -step, sum, -sum} max-reduced in one round trip.
+  std::vector<int64_t> v = {step, -step, sum, -sum};
+  const c10::Device device =
+      !options_.params.empty() && options_.params.front().is_cuda() ? options_.params.front().device() : c10::kCPU;
+  KP_RETURN_IF_ERROR(comm::AllReduceValues(*comm_, v, comm::ReduceOp::kMax, device));
+  if (v[0] != -v[1]) {
     return absl::AbortedError(absl::StrCat(
-        "the survivors stand before different steps (", -a[1], " to ", a[0],
+        "the survivors stand before different steps (", -v[1], " to ", v[0],
         "): a rank finished the failed all-reduce and updated its weights"));
   }
-  if (a[2] != -a[3]) {
+  if (v[2] != -v[3]) {
     return absl::AbortedError(
-        absl::StrCat("the survivors' weights differ (checksums ", -a[3], " to ", a[2], ")"));
+        absl::StrCat("the survivors' weights differ (checksums ", -v[3], " to ", v[2], ")"));
   }
   return absl::OkStatus();
 }

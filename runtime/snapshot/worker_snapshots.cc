@@ -6,6 +6,7 @@
 #include <future>
 
 #include "absl/strings/str_cat.h"
+#include "runtime/comm/reduce_values.h"
 #include "runtime/engine/log.h"
 
 namespace kp::snapshot {
@@ -157,10 +158,7 @@ absl::StatusOr<ckpt::LoadedCheckpoint> FetchSnapshot(const WorkerSnapshotOptions
 }
 
 absl::StatusOr<bool> AllRanksAgree(comm::Communicator* comm, bool mine, c10::Device device) {
-  if (comm == nullptr || comm->size() == 1) return mine;
-  at::Tensor flag = at::full({1}, mine ? 1.0f : 0.0f, at::TensorOptions().dtype(at::kFloat).device(device));
-  KP_RETURN_IF_ERROR(comm->AllReduce(flag, comm::ReduceOp::kMin));
-  return flag.cpu().item<float>() > 0.5f;
+  return comm::AllRanks(comm, mine, device);
 }
 
 }  // namespace kp::snapshot

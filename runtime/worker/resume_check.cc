@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "runtime/comm/reduce_values.h"
 
 namespace kp::worker {
 namespace {
@@ -77,13 +78,11 @@ absl::Status CheckResume(const std::string& dir, const ckpt::CheckpointState& re
 }
 
 absl::Status CheckSameResumeStep(comm::Communicator& comm, int64_t step, c10::Device device) {
-  at::Tensor t = at::tensor({step, -step}, at::kLong).to(device);
-  KP_RETURN_IF_ERROR(comm.AllReduce(t, comm::ReduceOp::kMax));
-  t = t.cpu();
-  const int64_t newest = t[0].item<int64_t>(), oldest = -t[1].item<int64_t>();
-  if (newest != oldest) {
+  KP_ASSIGN_OR_RETURN(const comm::ValueRange steps, comm::AllReduceRange(comm, step, device));
+  if (!steps.AllEqual()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        "the ranks resume from different steps (", oldest, " to ", newest, "; rank ", comm.rank(), " at ", step,
+        "the ranks resume from different steps (", steps.lowest, " to ", steps.highest, "; rank ", comm.rank(),
+        " at ", step,
         "): a checkpoint that loads on some ranks only; refusing to train with ranks out of step"));
   }
   return absl::OkStatus();

@@ -1,9 +1,8 @@
 #include "runtime/worker/fault/step_boundary_stop.h"
 
-#include <ATen/ATen.h>
-
 #include "absl/strings/str_cat.h"
 #include "runtime/comm/log.h"
+#include "runtime/comm/reduce_values.h"
 
 namespace kp::worker::fault {
 
@@ -14,10 +13,7 @@ StopAtStepBoundary::StopAtStepBoundary(engine::BatchSource* inner, const std::at
 
 absl::StatusOr<bool> StopAtStepBoundary::AnyRankStopping() {
   const bool local = stop_ != nullptr && stop_->load();
-  if (agree_ == nullptr || agree_->size() == 1) return local;
-  at::Tensor flag = at::full({1}, local ? 1.0f : 0.0f, at::kFloat);
-  KP_RETURN_IF_ERROR(agree_->AllReduce(flag, comm::ReduceOp::kMax));
-  return flag.item<float>() > 0.5f;
+  return comm::AnyRank(agree_, local, c10::kCPU);
 }
 
 absl::StatusOr<at::Tensor> StopAtStepBoundary::Batch(int64_t step, int micro_step) {
