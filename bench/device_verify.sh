@@ -7,7 +7,8 @@
 #   conv.tgz (small_{bf16,fp8}.{jsonl,log}, fp8_convergence.png)
 #   eng.tgz (bench/device_engine.sh without PyTorch), fp8_bench.jsonl,
 #   cp_train_one_gpu.txt (cptrain: CP = 2 training, two processes on this GPU)
-# Usage: [GPU_FILTERS="a b"] bench/device_verify.sh [cp|gpu|conv|eng|fp8bench|cptrain ...]
+#   cp_train_long_one_gpu.txt (cptrain_long: the same with configs/long_context.yaml)
+# Usage: [GPU_FILTERS="a b"] bench/device_verify.sh [cp|gpu|conv|eng|fp8bench|cptrain|cptrain_long ...]
 #        (default: cp gpu conv)
 set -uo pipefail
 OUT="${OUT:-bench_out}"; mkdir -p "$OUT"
@@ -63,16 +64,25 @@ PY
       echo "fp8_bench rc=$?"
       grep -h '"name"' "$OUT/fp8_bench.jsonl" | cut -c1-200 | head -30
       ;;
-    cptrain)
+    cptrain|cptrain_long)
       # CP = 2 training as two processes sharing this GPU (Gloo through host
       # memory) against CP = 1, BF16: runtime/worker/cp_two_process_test.sh.
+      # cptrain: configs/tiny.yaml, 6 steps; cptrain_long:
+      # configs/long_context.yaml (16 layers, 128K tokens), 2 steps.
       printf '#!/usr/bin/env bash\nexec %s/bundle/kp-env.sh kp-train "$@"\n' "$PWD" > /tmp/kp-train
       chmod +x /tmp/kp-train
-      sed 's/^precision:.*/precision: bf16/' configs/tiny.yaml > /tmp/tiny_bf16.yaml
-      rm -rf /tmp/cptrain; mkdir -p /tmp/cptrain
-      TEST_TMPDIR=/tmp/cptrain timeout 300 bash runtime/worker/cp_two_process_test.sh /tmp/kp-train \
-        /tmp/tiny_bf16.yaml cuda 6 > "$OUT/cp_train_one_gpu.txt" 2>&1
-      echo "cp_two_process_test (cuda) rc=$?"; tail -n 12 "$OUT/cp_train_one_gpu.txt"
+      if [[ "$part" == cptrain ]]; then
+        sed 's/^precision:.*/precision: bf16/' configs/tiny.yaml > /tmp/cp_bf16.yaml; steps=6; report=cp_train_one_gpu
+      else
+        # cp 1 in the file for the one-process run; KP_CP=2 makes the pair.
+        sed "s/^  cp: 2$/  cp: 1/" configs/long_context.yaml > /tmp/cp_bf16.yaml; steps=2; report=cp_train_long_one_gpu
+      fi
+      rm -rf "/tmp/$part"; mkdir -p "/tmp/$part"
+      TEST_TMPDIR="/tmp/$part" timeout 420 bash runtime/worker/cp_two_process_test.sh /tmp/kp-train \
+        /tmp/cp_bf16.yaml cuda "$steps" > "$OUT/$report.txt" 2>&1
+      echo "cp_two_process_test $part (cuda) rc=$?"; tail -n 12 "$OUT/$report.txt"
+      # The runs' logs and metrics, without checkpoints.
+      tar czf "$OUT/$report.logs.tgz" -C /tmp --exclude='*/checkpoints' --exclude='*.safetensors' "$part"
       ;;
     *) echo "unknown part $part" >&2; exit 2 ;;
   esac
