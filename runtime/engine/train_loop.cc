@@ -71,9 +71,9 @@ absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
     // the data-parallel sync: after it every rank holds the same averaged
     // gradients. Nothing here touches the weights, so a step that failed
     // (a dead peer) can be redone after an in-process recovery.
-    at::Tensor loss_sum;
+    double loss = 0;
     auto forward_backward_sync = [&]() -> absl::Status {
-      loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
+      at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kDouble).device(device));
       for (int micro = 0; micro < layout.grad_accum; ++micro) {
         KP_ASSIGN_OR_RETURN(at::Tensor batch, data.Batch(step, micro));
         KP_RETURN_IF_ERROR(CheckBatch(batch, t, layout.micro_batch, step, micro));
@@ -86,12 +86,20 @@ absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
         }
         // With cp > 1 this is the mean over this rank's shard; the gradient
         // average over all dp * cp ranks then equals that of the global mean.
-        at::Tensor loss = model.Loss(inputs, targets, actx, t.loss_chunk_tokens);
+        at::Tensor micro_loss = model.Loss(inputs, targets, actx, t.loss_chunk_tokens);
         sync.PrepareForBackward(/*last_micro_step=*/micro == layout.grad_accum - 1);
-        (loss / static_cast<double>(layout.grad_accum)).backward();
-        loss_sum += loss.detach().to(at::kDouble);
+        (micro_loss / static_cast<double>(layout.grad_accum)).backward();
+        loss_sum += micro_loss.detach().to(at::kDouble);
       }
-      return sync.Finish();
+      KP_RETURN_IF_ERROR(sync.Finish());
+      // The loss every rank logs is the mean over all ranks. Its all-reduce
+      // is a collective of the step like the gradients' (a peer dying here
+      // is recovered the same way) and comes before any weight changes.
+      loss = loss_sum.item<double>() / static_cast<double>(layout.grad_accum);
+      if (options.mean_loss_across_ranks) {
+        KP_ASSIGN_OR_RETURN(loss, options.mean_loss_across_ranks(loss));
+      }
+      return absl::OkStatus();
     };
     absl::Status attempt = forward_backward_sync();
     int redone = 0;
@@ -114,10 +122,6 @@ absl::StatusOr<TrainResult> TrainLoop(const Config& config, Transformer& model,
     // synchronised gradient norm, so every rank decides the same way.
     at::Tensor grad_norm_t = GlobalGradNorm(optimizer.parameters());
     const double grad_norm = grad_norm_t.item<double>();
-    double loss = loss_sum.item<double>() / static_cast<double>(layout.grad_accum);
-    if (options.mean_loss_across_ranks) {
-      KP_ASSIGN_OR_RETURN(loss, options.mean_loss_across_ranks(loss));
-    }
     const bool finite = std::isfinite(grad_norm) && std::isfinite(loss);
     if (!finite && t.nan_policy == NanPolicy::kStop) {
       return absl::InternalError(absl::StrCat(

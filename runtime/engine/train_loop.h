@@ -87,7 +87,9 @@ struct TrainLoopOptions {
   // (dp replicas and the cp shards of each sequence: equal token counts, so
   // the mean of their means is the global mean). Null: this rank's own loss,
   // which under cp > 1 is the loss of its shard alone. The NaN policy and the
-  // metrics then see the same number on every rank.
+  // metrics then see the same number on every rank. Called after the
+  // gradient sync, before any weight changes: an error here is a failed step
+  // that `recovery` may redo, as for the sync itself.
   std::function<absl::StatusOr<double>(double)> mean_loss_across_ranks;
 };
 

@@ -327,6 +327,41 @@ TEST(TrainLoopRecoveryTest, FailedStepIsRedoneWithTheNewLayout) {
   }
 }
 
+// A peer that dies after the gradient sync, during the step's loss
+// agreement, fails the step the same way: it is redone after recovery, not
+// the end of the run (the in-process shrink test once hit exactly this).
+TEST(TrainLoopRecoveryTest, FailedLossAgreementIsRecoveredLikeAFailedSync) {
+  Config c = TinyConfig(5);
+  TrainRun straight(c);
+  SampleStream straight_data(c);
+  GradientSync none;
+  auto a = TrainOn(straight, c, straight_data, none, nullptr);
+  ASSERT_TRUE(a.ok()) << a.status();
+
+  TrainRun recovered(c);
+  SampleStream data(c);
+  HalveMicroBatch recovery(&data);
+  NullMetrics metrics;
+  TrainLoopOptions o;
+  o.end_step = c.training.steps;
+  o.recovery = &recovery;
+  int calls = 0;
+  o.mean_loss_across_ranks = [&calls](double loss) -> absl::StatusOr<double> {
+    if (calls++ == 2) return absl::UnavailableError("peer died in the loss all-reduce (test)");
+    return loss;
+  };
+  auto b = TrainLoop(c, *recovered.model, *recovered.optimizer, data, none, nullptr, metrics, o);
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(recovery.steps, std::vector<int64_t>{2});
+  EXPECT_EQ(b->recoveries, 1);
+  ASSERT_EQ(b->losses.size(), 5u);
+  for (int s = 0; s < 5; ++s) EXPECT_NEAR(a->losses[s], b->losses[s], 1e-5) << "step " << s;
+  auto pa = straight.model->named_parameters();
+  for (const auto& p : recovered.model->named_parameters()) {
+    EXPECT_LT((p.value() - pa[p.key()]).abs().max().item<double>(), 1e-5) << p.key();
+  }
+}
+
 TEST(TrainLoopRecoveryTest, UnrecoveredErrorEndsTheRun) {
   Config c = TinyConfig(4);
   TrainRun run(c);
