@@ -299,16 +299,35 @@ absl::StatusOr<TrainResult> TrainOn(TrainRun& run, const Config& c, BatchSource&
   return TrainLoop(c, *run.model, *run.optimizer, data, sync, nullptr, metrics, o);
 }
 
+// The run that never fails, for the recovered runs to match: the same
+// samples per step; only the float summation order changes.
+struct StraightRun {
+  explicit StraightRun(const Config& c) : run(c), data(c) {
+    GradientSync none;
+    result = TrainOn(run, c, data, none, nullptr);
+  }
+  // The recovered run's per-step losses and final weights match, 1e-5.
+  void ExpectMatches(const TrainResult& got, TrainRun& recovered) const {
+    ASSERT_TRUE(result.ok()) << result.status();
+    ASSERT_EQ(got.losses.size(), result->losses.size());
+    for (size_t s = 0; s < got.losses.size(); ++s) {
+      EXPECT_NEAR(result->losses[s], got.losses[s], 1e-5) << "step " << s;
+    }
+    auto want = run.model->named_parameters();
+    for (const auto& p : recovered.model->named_parameters()) {
+      EXPECT_LT((p.value() - want[p.key()]).abs().max().item<double>(), 1e-5) << p.key();
+    }
+  }
+  TrainRun run;
+  SampleStream data;
+  absl::StatusOr<TrainResult> result;
+};
+
 // A step whose sync failed is redone with the recovered layout from the
-// state the rank still holds: the result matches the run that never failed
-// (same samples per step; only the float summation order changes).
+// state the rank still holds: the result matches the run that never failed.
 TEST(TrainLoopRecoveryTest, FailedStepIsRedoneWithTheNewLayout) {
   Config c = TinyConfig(6);
-  TrainRun straight(c);
-  SampleStream straight_data(c);
-  GradientSync none;
-  auto a = TrainOn(straight, c, straight_data, none, nullptr);
-  ASSERT_TRUE(a.ok()) << a.status();
+  StraightRun straight(c);
 
   TrainRun recovered(c);
   SampleStream data(c);
@@ -319,12 +338,7 @@ TEST(TrainLoopRecoveryTest, FailedStepIsRedoneWithTheNewLayout) {
   EXPECT_EQ(recovery.steps, std::vector<int64_t>{3});
   EXPECT_EQ(b->recoveries, 1);
   ASSERT_EQ(b->losses.size(), 6u);
-  for (int s = 0; s < 6; ++s) EXPECT_NEAR(a->losses[s], b->losses[s], 1e-5) << "step " << s;
-  auto pa = straight.model->named_parameters();
-  for (const auto& p : recovered.model->named_parameters()) {
-    const double diff = (p.value() - pa[p.key()]).abs().max().item<double>();
-    EXPECT_LT(diff, 1e-5) << p.key();
-  }
+  straight.ExpectMatches(*b, recovered);
 }
 
 // A peer that dies after the gradient sync, during the step's loss
@@ -332,11 +346,7 @@ TEST(TrainLoopRecoveryTest, FailedStepIsRedoneWithTheNewLayout) {
 // the end of the run (the in-process shrink test once hit exactly this).
 TEST(TrainLoopRecoveryTest, FailedLossAgreementIsRecoveredLikeAFailedSync) {
   Config c = TinyConfig(5);
-  TrainRun straight(c);
-  SampleStream straight_data(c);
-  GradientSync none;
-  auto a = TrainOn(straight, c, straight_data, none, nullptr);
-  ASSERT_TRUE(a.ok()) << a.status();
+  StraightRun straight(c);
 
   TrainRun recovered(c);
   SampleStream data(c);
@@ -350,16 +360,13 @@ TEST(TrainLoopRecoveryTest, FailedLossAgreementIsRecoveredLikeAFailedSync) {
     if (calls++ == 2) return absl::UnavailableError("peer died in the loss all-reduce (test)");
     return loss;
   };
+  GradientSync none;
   auto b = TrainLoop(c, *recovered.model, *recovered.optimizer, data, none, nullptr, metrics, o);
   ASSERT_TRUE(b.ok()) << b.status();
   EXPECT_EQ(recovery.steps, std::vector<int64_t>{2});
   EXPECT_EQ(b->recoveries, 1);
   ASSERT_EQ(b->losses.size(), 5u);
-  for (int s = 0; s < 5; ++s) EXPECT_NEAR(a->losses[s], b->losses[s], 1e-5) << "step " << s;
-  auto pa = straight.model->named_parameters();
-  for (const auto& p : recovered.model->named_parameters()) {
-    EXPECT_LT((p.value() - pa[p.key()]).abs().max().item<double>(), 1e-5) << p.key();
-  }
+  straight.ExpectMatches(*b, recovered);
 }
 
 TEST(TrainLoopRecoveryTest, UnrecoveredErrorEndsTheRun) {
