@@ -1,27 +1,12 @@
 #include "runtime/parallel/cp_test_util.h"
 
-#include <chrono>
 #include <cmath>
 #include <limits>
-#include <thread>
 
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/autograd.h>
 
-#include "runtime/comm/fake_communicator.h"
-
 namespace kp::parallel::testing {
-
-void RunRanks(int n, const std::function<void(int rank, comm::Communicator& comm)>& fn) {
-  comm::FakeWorld world(n, std::chrono::seconds(60));
-  std::vector<std::unique_ptr<comm::Communicator>> comms;
-  for (int r = 0; r < n; ++r) comms.push_back(world.Join(r));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] { fn(r, *comms[r]); });
-  }
-  for (std::thread& t : threads) t.join();
-}
 
 AttentionProblem MakeProblem(int64_t batch, int64_t heads, int64_t kv_heads, int64_t seq,
                              int64_t head_dim, uint64_t seed) {

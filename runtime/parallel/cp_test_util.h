@@ -10,11 +10,11 @@
 #include <ATen/core/Tensor.h>
 
 #include "runtime/comm/communicator.h"
+#include "runtime/comm/run_ranks.h"
 
 namespace kp::parallel::testing {
 
-// Runs fn(rank, comm) on n threads, one rank each; returns when all are done.
-void RunRanks(int n, const std::function<void(int rank, comm::Communicator& comm)>& fn);
+using comm::testing::RunRanks;
 
 struct AttentionProblem {
   at::Tensor q, k, v, dout;  // full sequence, float64, [B, H(kv), T, D]
