@@ -8,54 +8,48 @@ WORKER="$PWD/tests/control_plane/fake_worker.sh"
 WORK="${TEST_TMPDIR:-/tmp}/kprun-local-$$"
 mkdir -p "$WORK" && cd "$WORK" || exit 1
 fail() { echo "FAIL: $*"; echo "--- output:"; cat out.txt; exit 1; }
+# expect_exit WANT WHAT KPRUN-ARGS...: runs kprun into out.txt; its exit
+# status must be WANT.
+expect_exit() {
+  local want=$1 what=$2
+  shift 2
+  "$KPRUN" "$@" > out.txt 2>&1
+  local rc=$?
+  [ $rc -eq "$want" ] || fail "$what exited $rc (want $want)"
+}
 
 printf 'name: ok\nmodel: {layers: 2}\ndp: 2\nsteps: 12\n' > ok.yaml
-"$KPRUN" local ok.yaml --worker_binary "$WORKER" --cpu_slots 2 > out.txt 2>&1
-rc=$?
-[ $rc -eq 0 ] || fail "completed job exited $rc"
+expect_exit 0 "completed job" local ok.yaml --worker_binary "$WORKER" --cpu_slots 2
 grep -q "step 12/12 .* loss 0.3333 tokens/s 1000" out.txt || fail "no final progress line"
 grep -q "job j000001 COMPLETED" out.txt || fail "no COMPLETED line"
 [ -s runs/ok-j000001/logs/g1.rank1.out ] || fail "no rank 1 log"
 
-printf 'name: bad\nmodel: {layers: 2}\nsteps: 3\nfake_exit_code: 5\n' > /dev/null
 mkdir -p cfg && printf 'layers: 2\nfake_exit_code: 5\n' > cfg/fail.yaml
 printf 'name: bad\nconfig: cfg/fail.yaml\nsteps: 3\n' > fail.yaml
-"$KPRUN" local fail.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
-rc=$?
-[ $rc -eq 1 ] || fail "failed job exited $rc"
+expect_exit 1 "failed job" local fail.yaml --worker_binary "$WORKER" --cpu_slots 1
 grep -q "FAILED: worker rank 0 exited with code 5" out.txt || fail "no exit code in the failure"
 
 printf 'name: x\nmodel: {}\ndp: 0\nsteps: 3\n' > invalid.yaml
-"$KPRUN" local invalid.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
-rc=$?
-[ $rc -eq 2 ] || fail "invalid spec exited $rc"
+expect_exit 2 "invalid spec" local invalid.yaml --worker_binary "$WORKER" --cpu_slots 1
 grep -q "spec.dp" out.txt || fail "the error does not name spec.dp"
 
 printf 'name: x\nmodel: {}\ndata: ../../etc\nsteps: 3\n' > escape.yaml
-"$KPRUN" local escape.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
-rc=$?
-[ $rc -eq 2 ] || fail "path escape exited $rc"
+expect_exit 2 "path escape" local escape.yaml --worker_binary "$WORKER" --cpu_slots 1
 grep -q "escapes" out.txt || fail "no escape message"
 
-"$KPRUN" local ok.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
-rc=$?
-[ $rc -eq 2 ] || fail "too few devices exited $rc"
+expect_exit 2 "too few devices" local ok.yaml --worker_binary "$WORKER" --cpu_slots 1
 grep -q "needs dp\*cp = 2 devices, this machine offers 1" out.txt || fail "device shortage not explained"
 
 # FP8 on a machine of CPU slots is refused at submission, naming why, before
 # any worker starts; with the config's fallback it is accepted.
 printf 'name: f\nmodel: {}\nprecision: fp8\nsteps: 3\n' > fp8.yaml
-"$KPRUN" local fp8.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
-rc=$?
-[ $rc -eq 2 ] || fail "fp8 on CPU slots exited $rc"
+expect_exit 2 "fp8 on CPU slots" local fp8.yaml --worker_binary "$WORKER" --cpu_slots 1
 grep -q "spec.precision: fp8 needs GPUs of compute capability >= 8.9" out.txt || fail "fp8 refusal not explained"
 grep -q "local: 1 CPU slot" out.txt || fail "fp8 refusal does not name the devices"
 [ ! -d runs/f-j000001 ] || fail "a worker ran for the refused fp8 job"
 mkdir -p fb && printf 'layers: 2\nfp8:\n  allow_fallback: true\n' > fb/cfg.yaml
 printf 'name: fb\nconfig: fb/cfg.yaml\nprecision: fp8\nsteps: 3\n' > fp8fb.yaml
-"$KPRUN" local fp8fb.yaml --worker_binary "$WORKER" --cpu_slots 1 > out.txt 2>&1
-rc=$?
-[ $rc -eq 0 ] || fail "fp8 with fallback exited $rc"
+expect_exit 0 "fp8 with fallback" local fp8fb.yaml --worker_binary "$WORKER" --cpu_slots 1
 
 # Ctrl-C cancels the job, stops the workers and exits 3.
 mkdir -p hang && printf 'layers: 1\nfake_hang: true\n' > hang/cfg.yaml
@@ -75,14 +69,10 @@ n1=$(wc -l < "$m"); sleep 0.5; n2=$(wc -l < "$m")
 [ "$n1" -eq "$n2" ] || fail "a worker outlived kprun ($n1 -> $n2 metrics lines)"
 
 # Cluster launchers outside their cluster say so (launcher/slurm, launcher/mpi).
-"$KPRUN" slurm ok.yaml > out.txt 2>&1
-rc=$?
-[ $rc -eq 2 ] || fail "slurm outside an allocation exited $rc"
+expect_exit 2 "slurm outside an allocation" slurm ok.yaml
 grep -q "Slurm" out.txt || fail "slurm message"
-"$KPRUN" mpi ok.yaml > out.txt 2>&1
-[ $? -eq 2 ] || fail "mpi outside mpirun"
+expect_exit 2 "mpi outside mpirun" mpi ok.yaml
 
-"$KPRUN" local ok.yaml --worker_binary /nonexistent/kp-train > out.txt 2>&1
-[ $? -eq 2 ] || fail "missing worker binary"
+expect_exit 2 "missing worker binary" local ok.yaml --worker_binary /nonexistent/kp-train
 grep -q "/nonexistent/kp-train" out.txt || fail "missing worker not named"
 echo PASS
